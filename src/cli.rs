@@ -1,0 +1,82 @@
+//! Command-line flags. Raw flags live here; `main.rs` turns them into actions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Outbound HTTP proxy that injects freshly signed tokens into agent functions' requests.
+///
+/// Agent functions set HTTP_PROXY / HTTPS_PROXY to the sidecar and write placeholders such as
+/// `Authorization: Bearer {/auth_token}`; the sidecar replaces them with a current token for
+/// the route the request matches. Keys never leave the sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "token-sidecar", version, propagate_version = true)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "TOKEN_SIDECAR_CONFIG", default_value = "sidecar.toml")]
+    pub config: PathBuf,
+
+    /// Log format: human-readable lines, or one JSON object per line for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `token_sidecar=debug`).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default when no command is given).
+    ///
+    /// Example: token-sidecar run --config /etc/token-sidecar/sidecar.toml
+    Run,
+
+    /// Check a configuration: parse it, load every key and make a test signature.
+    ///
+    /// Prints every problem as FILE:LINE:COLUMN: KEY: MESSAGE and exits non-zero if there is
+    /// any. Example: token-sidecar check --config sidecar.toml
+    Check,
+
+    /// Print one freshly signed token to stdout, for debugging a target service.
+    ///
+    /// Example: token-sidecar sign acme_api_jwt | cut -d. -f2 | base64 -d
+    Sign {
+        /// The token's name, as in [tokens.NAME].
+        name: String,
+    },
+
+    /// Generate a new signing key (PEM private key, PEM public key, public JWK).
+    ///
+    /// RS*/PS* write an RSA key (--bits 2048, 3072 or 4096), ES256 a P-256 key, ES384 a P-384
+    /// key, EdDSA an Ed25519 key, and HS* a random base64 secret. The private key file is
+    /// created with mode 0600 and existing files are never overwritten.
+    /// Example: token-sidecar keygen --alg RS256 --kid acme-2026 --out keys/
+    Keygen {
+        /// Algorithm the key is for (HS256, HS384, HS512, ES256, ES384, RS256, RS384, RS512,
+        /// PS256, PS384, PS512, EdDSA).
+        #[arg(long)]
+        alg: String,
+        /// RSA modulus size.
+        #[arg(long)]
+        bits: Option<usize>,
+        /// Folder to write the files to.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Base name of the files, and the token name in the printed config snippet.
+        #[arg(long, default_value = "signing")]
+        name: String,
+        /// Key id to put in the JWK and the printed config snippet.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+}

@@ -1,0 +1,143 @@
+//! `sidecar.toml`: parsing, validation and the checked configuration the rest of the
+//! program runs on.
+//!
+//! A [`Config`] is immutable once built. A reload builds a whole new one and swaps it in, so
+//! a request never sees half of an old file and half of a new one.
+
+mod diagnostic;
+pub mod raw;
+mod validate;
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diagnostic::{Collector, ConfigErrors, Diagnostic};
+
+use crate::routes::{HostPattern, Scheme};
+use crate::tokens::TokenDefinition;
+
+/// A checked configuration: every key loaded, every token test-signed.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from; relative key paths were resolved against its folder.
+    pub source: PathBuf,
+    pub proxy: ProxySettings,
+    pub admin: AdminSettings,
+    pub tls: Option<TlsSettings>,
+    /// Address of the built-in echo upstream, when enabled.
+    pub echo: Option<SocketAddr>,
+    pub tokens: BTreeMap<String, TokenDefinition>,
+    pub routes: Vec<RouteDefinition>,
+    pub listeners: Vec<ListenerDefinition>,
+    /// Files whose change should trigger a reload (the config and every key file).
+    pub watched_files: Vec<PathBuf>,
+}
+
+/// What the proxy does with a request that no route matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Forward it untouched (placeholders stay as text).
+    Forward,
+    /// Refuse it with 403.
+    Deny,
+}
+
+/// `[proxy]` after validation, with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub unmatched: Unmatched,
+    /// Bodies up to this size are buffered so Content-Length stays exact; larger ones stream.
+    pub max_buffered_body: u64,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub extra_ca_file: Option<PathBuf>,
+    pub worker_threads: usize,
+    pub pool_idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            unmatched: Unmatched::Forward,
+            max_buffered_body: 1 << 20,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            extra_ca_file: None,
+            worker_threads: 1,
+            pool_idle_timeout: Duration::from_secs(90),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[admin]` after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+    }
+}
+
+/// `[tls]` after validation: where the interception CA lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub leaf_cache_size: usize,
+}
+
+/// One `[[routes]]` entry after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteDefinition {
+    /// The user's name for it, or `routes[N]`; used in metrics and errors.
+    pub name: String,
+    pub scheme: Scheme,
+    pub host: HostPattern,
+    pub port: Option<u16>,
+    pub path_prefix: String,
+    pub methods: Vec<http::Method>,
+    /// Placeholder name -> token name. Holds every bound token under its own name and every alias.
+    pub bindings: BTreeMap<String, String>,
+    pub set_headers: Vec<(http::HeaderName, String)>,
+    pub upstream_tls: bool,
+}
+
+/// One `[[listeners]]` entry: a local port that sends everything to one upstream base URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerDefinition {
+    pub listen: SocketAddr,
+    pub upstream: http::Uri,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+}
+
+impl Config {
+    /// Reads, parses and checks a config file, loading every key it names.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        Ok(Config::from_text(path, &text)?)
+    }
+
+    /// Parses and checks config text; `path` names it in errors and anchors relative paths.
+    pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        validate::validate(path, text)
+    }
+}

@@ -1,0 +1,116 @@
+//! The file format of `sidecar.toml`, exactly as written by the user.
+//!
+//! These types only describe shape; meaning (durations, algorithms, keys) is checked in
+//! [`super::validate`] so that every problem in a file can be reported at once, each with the
+//! line and column it came from.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    pub tls: Option<RawTls>,
+    pub echo: Option<RawEcho>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, Spanned<RawToken>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<RawListener>>,
+}
+
+/// `[proxy]`: the listener agent functions point `HTTP_PROXY` at, and the upstream client.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub listen: Option<Spanned<String>>,
+    pub unmatched: Option<Spanned<String>>,
+    pub max_buffered_body: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub request_timeout: Option<Spanned<String>>,
+    pub extra_ca_file: Option<Spanned<String>>,
+    pub worker_threads: Option<Spanned<i64>>,
+    pub pool_idle_timeout: Option<Spanned<String>>,
+    pub shutdown_grace: Option<Spanned<String>>,
+}
+
+/// `[admin]`: metrics and health endpoints.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Spanned<String>>,
+}
+
+/// `[tls]`: the local CA used to intercept CONNECT tunnels to routed hosts.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_cert: Spanned<String>,
+    pub ca_key: Spanned<String>,
+    pub leaf_cache_size: Option<Spanned<i64>>,
+}
+
+/// `[echo]`: a built-in upstream that answers every request with what it received.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawEcho {
+    pub listen: Spanned<String>,
+}
+
+/// `[tokens.NAME]`: how to mint one token.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// Only `"jwt"` today; other kinds will bring their own fields.
+    pub kind: Option<Spanned<String>>,
+    pub algorithm: Option<Spanned<String>>,
+    pub key_type: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub key_env: Option<Spanned<String>>,
+    pub ttl: Option<Spanned<String>>,
+    pub refresh_before: Option<Spanned<String>>,
+    pub kid: Option<Spanned<String>>,
+    pub typ: Option<Spanned<String>>,
+    pub auto_claims: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub claims: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub header: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+/// `[[routes]]`: which requests get which tokens.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<Spanned<String>>,
+    pub scheme: Option<Spanned<String>>,
+    pub host: Spanned<String>,
+    pub port: Option<Spanned<i64>>,
+    pub path_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub tokens: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub placeholders: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, Spanned<String>>,
+    pub upstream_tls: Option<Spanned<bool>>,
+}
+
+/// `[[listeners]]`: a local port bound to one upstream, for clients that cannot use a proxy.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub listen: Spanned<String>,
+    pub upstream: Spanned<String>,
+}

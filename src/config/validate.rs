@@ -1,0 +1,325 @@
+//! Turns [`RawConfig`] into a checked [`Config`], collecting every problem with its location.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::diagnostic::{Collector, ConfigErrors, Diagnostic};
+use super::raw::{RawConfig, RawRoute};
+use super::values::{parse_duration, parse_size};
+use super::*;
+use crate::substitute::is_valid_name;
+use crate::tokens;
+
+pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let raw = parse(path, text)?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut c = Collector::new(path, text);
+    let mut watched_files = vec![path.to_path_buf()];
+
+    let proxy = proxy_settings(&raw, &base_dir, &mut c);
+    let admin = AdminSettings {
+        listen: raw
+            .admin
+            .listen
+            .as_ref()
+            .map_or(AdminSettings::default().listen, |l| socket_addr(l, "admin.listen", &mut c)),
+    };
+    let tls = raw.tls.as_ref().map(|t| TlsSettings {
+        ca_cert: base_dir.join(t.ca_cert.get_ref()),
+        ca_key: base_dir.join(t.ca_key.get_ref()),
+        leaf_cache_size: t
+            .leaf_cache_size
+            .as_ref()
+            .map_or(1000, |n| positive(n, "tls.leaf_cache_size", &mut c).unwrap_or(1000)),
+    });
+    let echo = raw.echo.as_ref().map(|e| socket_addr(&e.listen, "echo.listen", &mut c));
+
+    let mut tokens = BTreeMap::new();
+    for (name, raw_token) in &raw.tokens {
+        let key_path = format!("tokens.{name}");
+        if !is_valid_name(name) {
+            c.error(
+                raw_token.span(),
+                &key_path,
+                "a token name must be 1 to 64 of A-Z a-z 0-9 _ . - so it can be written as a placeholder {/NAME}",
+            );
+            continue;
+        }
+        let ctx = tokens::BuildContext { name, key_path: &key_path, base_dir: &base_dir };
+        if let Some(def) = tokens::TokenDefinition::build(&ctx, raw_token, &mut c) {
+            watched_files.extend(def.key_file().map(Path::to_path_buf));
+            tokens.insert(name.clone(), def);
+        }
+    }
+
+    let routes = raw.routes.iter().enumerate().filter_map(|(i, r)| route(i, r, &raw, &mut c)).collect::<Vec<_>>();
+    if c.is_empty() {
+        check_route_table(&raw, &routes, &mut c);
+    }
+
+    let listeners = raw
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let prefix = format!("listeners[{i}]");
+            let listen = socket_addr(&l.get_ref().listen, &format!("{prefix}.listen"), &mut c);
+            let upstream = upstream_uri(&l.get_ref().upstream, &format!("{prefix}.upstream"), &mut c);
+            ListenerDefinition { listen, upstream }
+        })
+        .collect();
+
+    c.finish()?;
+    Ok(Config { source: path.to_path_buf(), proxy, admin, tls, echo, tokens, routes, listeners, watched_files })
+}
+
+/// Structural parse: TOML syntax, unknown keys and wrong types. These stop at the first problem
+/// (serde cannot go on past one), but they name its key path and position.
+fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
+    let located = |span: Option<std::ops::Range<usize>>, key_path: String, message: &str| {
+        let (line, column) = super::diagnostic::line_column(text, span.map_or(0, |s| s.start));
+        ConfigErrors(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line,
+            column,
+            key_path,
+            message: message.trim().to_string(),
+        }])
+    };
+    let deserializer =
+        toml::de::Deserializer::parse(text).map_err(|e| located(e.span(), String::new(), e.message()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key_path = e.path().to_string().replace(".$__serde_spanned_private_value", "");
+        let key_path = if key_path == "." { String::new() } else { key_path };
+        let inner = e.into_inner();
+        located(inner.span(), key_path, inner.message())
+    })
+}
+
+fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> ProxySettings {
+    let p = &raw.proxy;
+    let d = ProxySettings::default();
+    let duration = |v: &Option<Spanned<String>>, key: &str, default, c: &mut Collector<'_>| match v {
+        None => default,
+        Some(s) => match parse_duration(s.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                c.error(s.span(), key, "must be longer than zero");
+                default
+            }
+            Err(e) => {
+                c.error(s.span(), key, e);
+                default
+            }
+        },
+    };
+    ProxySettings {
+        listen: p.listen.as_ref().map_or(d.listen, |l| socket_addr(l, "proxy.listen", c)),
+        unmatched: match &p.unmatched {
+            None => Unmatched::Forward,
+            Some(s) => match s.get_ref().as_str() {
+                "forward" => Unmatched::Forward,
+                "deny" => Unmatched::Deny,
+                other => {
+                    c.error(
+                        s.span(),
+                        "proxy.unmatched",
+                        format!("unknown policy {other:?} (expected \"forward\" or \"deny\")"),
+                    );
+                    Unmatched::Forward
+                }
+            },
+        },
+        max_buffered_body: match &p.max_buffered_body {
+            None => d.max_buffered_body,
+            Some(s) => parse_size(s.get_ref()).unwrap_or_else(|e| {
+                c.error(s.span(), "proxy.max_buffered_body", e);
+                d.max_buffered_body
+            }),
+        },
+        connect_timeout: duration(&p.connect_timeout, "proxy.connect_timeout", d.connect_timeout, c),
+        request_timeout: duration(&p.request_timeout, "proxy.request_timeout", d.request_timeout, c),
+        extra_ca_file: p.extra_ca_file.as_ref().map(|f| base_dir.join(f.get_ref())),
+        worker_threads: p
+            .worker_threads
+            .as_ref()
+            .map_or(d.worker_threads, |n| positive(n, "proxy.worker_threads", c).unwrap_or(1)),
+        pool_idle_timeout: duration(&p.pool_idle_timeout, "proxy.pool_idle_timeout", d.pool_idle_timeout, c),
+        shutdown_grace: duration(&p.shutdown_grace, "proxy.shutdown_grace", d.shutdown_grace, c),
+    }
+}
+
+fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Collector<'_>) -> Option<RouteDefinition> {
+    let r = spanned.get_ref();
+    let prefix = format!("routes[{index}]");
+    let before = c.len();
+    let name = r.name.as_ref().map_or_else(|| prefix.clone(), |n| n.get_ref().clone());
+
+    let scheme = match &r.scheme {
+        None => Scheme::Https,
+        Some(s) => match s.get_ref().to_ascii_lowercase().as_str() {
+            "https" => Scheme::Https,
+            "http" => Scheme::Http,
+            other => {
+                c.error(
+                    s.span(),
+                    format!("{prefix}.scheme"),
+                    format!("unknown scheme {other:?} (expected \"http\" or \"https\")"),
+                );
+                Scheme::Https
+            }
+        },
+    };
+    let host = HostPattern::parse(r.host.get_ref())
+        .map_err(|e| c.error(r.host.span(), format!("{prefix}.host"), e.to_string()))
+        .ok();
+    let port = r.port.as_ref().and_then(|p| match u16::try_from(*p.get_ref()) {
+        Ok(port) if port > 0 => Some(port),
+        _ => {
+            c.error(p.span(), format!("{prefix}.port"), "must be a port number from 1 to 65535");
+            None
+        }
+    });
+    let path_prefix = match &r.path_prefix {
+        None => "/".to_string(),
+        Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+        Some(p) => {
+            c.error(p.span(), format!("{prefix}.path_prefix"), "must start with '/'");
+            "/".to_string()
+        }
+    };
+    let methods = r
+        .methods
+        .iter()
+        .filter_map(|m| {
+            http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes())
+                .map_err(|_| {
+                    c.error(m.span(), format!("{prefix}.methods"), format!("invalid HTTP method {:?}", m.get_ref()))
+                })
+                .ok()
+        })
+        .collect();
+
+    let mut bindings = BTreeMap::new();
+    for t in &r.tokens {
+        if raw.tokens.contains_key(t.get_ref()) {
+            bindings.insert(t.get_ref().clone(), t.get_ref().clone());
+        } else {
+            c.error(t.span(), format!("{prefix}.tokens"), unknown_token(t.get_ref(), raw));
+        }
+    }
+    for (alias, target) in &r.placeholders {
+        let key = format!("{prefix}.placeholders.{alias}");
+        if !is_valid_name(alias) {
+            c.error(target.span(), &key, "a placeholder name must be 1 to 64 of A-Z a-z 0-9 _ . -");
+        } else if !raw.tokens.contains_key(target.get_ref()) {
+            c.error(target.span(), &key, unknown_token(target.get_ref(), raw));
+        } else if raw.tokens.contains_key(alias) && alias != target.get_ref() {
+            c.error(target.span(), &key, "this alias hides a token of the same name; choose another alias");
+        } else {
+            bindings.insert(alias.clone(), target.get_ref().clone());
+            bindings.insert(target.get_ref().clone(), target.get_ref().clone());
+        }
+    }
+    let set_headers = r
+        .set_headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = format!("{prefix}.set_headers.{k}");
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| c.error(v.span(), &key, "not a valid HTTP header name"))
+                .ok()?;
+            http::HeaderValue::from_str(v.get_ref())
+                .map_err(|_| c.error(v.span(), &key, "not a valid HTTP header value"))
+                .ok()?;
+            Some((name, v.get_ref().clone()))
+        })
+        .collect();
+
+    if c.len() != before {
+        return None;
+    }
+    Some(RouteDefinition {
+        name,
+        scheme,
+        host: host?,
+        port,
+        path_prefix,
+        methods,
+        bindings,
+        set_headers,
+        upstream_tls: r.upstream_tls.as_ref().is_some_and(|b| *b.get_ref()),
+    })
+}
+
+/// Builds the route table once so conflicts (two identical routes) are config errors.
+fn check_route_table(raw: &RawConfig, routes: &[RouteDefinition], c: &mut Collector<'_>) {
+    if let Err(e) = crate::routes::RouteTable::new(routes.iter().map(RouteDefinition::spec).collect()) {
+        let span = raw.routes.first().map_or(0..0, Spanned::span);
+        c.error(span, "routes", e.to_string());
+    }
+}
+
+fn unknown_token(name: &str, raw: &RawConfig) -> String {
+    let known: Vec<&str> = raw.tokens.keys().map(String::as_str).collect();
+    format!("no token named {name:?} (defined: {})", if known.is_empty() { "none".into() } else { known.join(", ") })
+}
+
+fn socket_addr(s: &Spanned<String>, key: &str, c: &mut Collector<'_>) -> SocketAddr {
+    s.get_ref().parse().unwrap_or_else(|_| {
+        c.error(
+            s.span(),
+            key,
+            format!("invalid address {:?} (expected IP:PORT, such as \"127.0.0.1:8080\")", s.get_ref()),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+fn positive(n: &Spanned<i64>, key: &str, c: &mut Collector<'_>) -> Option<usize> {
+    match usize::try_from(*n.get_ref()) {
+        Ok(v) if v > 0 => Some(v),
+        _ => {
+            c.error(n.span(), key, "must be a whole number above zero");
+            None
+        }
+    }
+}
+
+fn upstream_uri(s: &Spanned<String>, key: &str, c: &mut Collector<'_>) -> http::Uri {
+    match s.get_ref().parse::<http::Uri>() {
+        Ok(uri)
+            if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() && uri.query().is_none() =>
+        {
+            uri
+        }
+        _ => {
+            c.error(
+                s.span(),
+                key,
+                format!(
+                    "invalid upstream {:?} (expected a base URL such as \"https://api.example.com/v2\")",
+                    s.get_ref()
+                ),
+            );
+            http::Uri::default()
+        }
+    }
+}
+
+impl RouteDefinition {
+    /// The matching part of this route, for the route table.
+    pub fn spec(&self) -> crate::routes::RouteSpec<()> {
+        crate::routes::RouteSpec {
+            scheme: self.scheme,
+            host: self.host.clone(),
+            port: self.port,
+            path_prefix: self.path_prefix.clone(),
+            methods: self.methods.clone(),
+            value: (),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The `token-sidecar` binary: parse flags, run the chosen command, map errors to exit codes.
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::Parser;
+use token_sidecar::cli::{Cli, Command};
+use token_sidecar::config::Config;
+use token_sidecar::tokens::algorithm::{algorithm_names, parse_algorithm};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.as_ref().unwrap_or(&Command::Run) {
+        Command::Run => {
+            token_sidecar::logging::init(&cli.log, cli.log_format);
+            token_sidecar::server::run_blocking(&cli.config)
+        }
+        Command::Check => check(&cli),
+        Command::Sign { name } => sign(&cli, name),
+        Command::Keygen { alg, bits, out, name, kid } => keygen(alg, *bits, out, name, kid.as_deref()),
+    }
+}
+
+fn check(cli: &Cli) -> ExitCode {
+    match Config::load(&cli.config) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} tokens, {} routes, {} listeners)",
+                cli.config.display(),
+                config.tokens.len(),
+                config.routes.len(),
+                config.listeners.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sign(cli: &Cli, name: &str) -> ExitCode {
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(token) = config.tokens.get(name) else {
+        let known: Vec<&str> = config.tokens.keys().map(String::as_str).collect();
+        eprintln!("no token named {name:?} in {} (defined: {})", cli.config.display(), known.join(", "));
+        return ExitCode::FAILURE;
+    };
+    match token.mint(SystemTime::now()) {
+        Ok(minted) => {
+            println!("{}", String::from_utf8_lossy(&minted.value));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot sign {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(alg: &str, bits: Option<usize>, out: &std::path::Path, name: &str, kid: Option<&str>) -> ExitCode {
+    let Some(alg) = parse_algorithm(alg) else {
+        eprintln!("unknown algorithm {alg:?} (expected one of {})", algorithm_names());
+        return ExitCode::FAILURE;
+    };
+    match token_sidecar::keygen::generate(alg, bits, out, name, kid) {
+        Ok(generated) => {
+            for f in &generated.files {
+                eprintln!("wrote {}", f.display());
+            }
+            println!("{}", generated.config_snippet);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! Streaming substitution for request bodies.
+//!
+//! Bodies can be large and arrive in arbitrary chunks, so they are rewritten on the
+//! fly: each chunk is scanned once with `memmem`, untouched stretches are forwarded
+//! as zero-copy slices of the incoming `Bytes`, and only a possibly unfinished
+//! placeholder at the very end of a chunk (at most 66 bytes) is held back until the
+//! next chunk decides it.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::substitute::scan::{is_name_byte, lookup, placeholders, unfinished_tail, MAX_CARRY, MAX_NAME};
+use crate::substitute::{Refused, Resolve};
+
+/// Error type of [`SubstitutingBody`]: boxed so that hyper accepts it and so a
+/// [`Refused`] can be told apart from transport errors by downcasting.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Incremental placeholder substitution over a sequence of chunks.
+///
+/// Produces exactly what [`substitute`](crate::substitute::substitute) would produce
+/// on the concatenated input, whatever the chunk boundaries, while holding at most
+/// 66 bytes between calls. Chunks without placeholders are forwarded as the same
+/// `Bytes` (no copy), and chunks with placeholders as slices of the input
+/// interleaved with the resolved values.
+pub struct BodySubstituter {
+    resolver: Arc<dyn Resolve>,
+    /// Unfinished placeholder from the end of the previous chunk: `{`, `{/`, or
+    /// `{/` + up to 64 name bytes. Inline so holding it never allocates.
+    carry: [u8; MAX_CARRY],
+    carry_len: usize,
+}
+
+/// What the start of a chunk did to the held-back carry.
+enum CarryStep {
+    /// The chunk only extended the carry; nothing to emit yet.
+    Held,
+    /// The carry turned out to be text (not a placeholder, or an unknown name).
+    /// The chunk is to be scanned from its start: it holds no `{` before the point
+    /// where the carry was decided, so nothing can be matched twice.
+    Text,
+    /// The carry completed a placeholder that resolved to `value`; scanning
+    /// resumes at `resume` in the chunk, just past the `}`.
+    Replaced { value: Bytes, resume: usize },
+}
+
+impl BodySubstituter {
+    /// Creates a substituter for one body; the resolver should be the request's
+    /// snapshot so the body sees the same tokens as the headers.
+    #[must_use]
+    pub fn new(resolver: Arc<dyn Resolve>) -> Self {
+        Self { resolver, carry: [0; MAX_CARRY], carry_len: 0 }
+    }
+
+    /// Feeds the next chunk, appending output pieces to `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`Refused`] when a placeholder (possibly begun in an earlier chunk) names a
+    /// token the route does not bind. On `Err` nothing is appended and the held-back bytes are dropped: the request
+    /// must be refused, so there is nothing sensible to continue with.
+    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), Refused> {
+        let mark = out.len();
+        let result = self.push_inner(chunk, out);
+        if result.is_err() {
+            out.truncate(mark);
+            self.carry_len = 0;
+        }
+        result
+    }
+
+    /// Ends the stream: whatever is still held back can no longer become a
+    /// placeholder and is emitted as text.
+    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.carry_len > 0 {
+            out.push(Bytes::copy_from_slice(self.carry()));
+            self.carry_len = 0;
+        }
+    }
+
+    /// Number of bytes currently held back (never more than 66). For tests and
+    /// diagnostics only.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn carry_len(&self) -> usize {
+        self.carry_len
+    }
+
+    fn carry(&self) -> &[u8] {
+        &self.carry[..self.carry_len]
+    }
+
+    fn push_inner(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), Refused> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let start = if self.carry_len == 0 {
+            0
+        } else {
+            match self.complete_carry(&chunk)? {
+                CarryStep::Held => return Ok(()),
+                CarryStep::Text => {
+                    self.finish(out);
+                    0
+                }
+                CarryStep::Replaced { value, resume } => {
+                    self.carry_len = 0;
+                    if !value.is_empty() {
+                        out.push(value);
+                    }
+                    resume
+                }
+            }
+        };
+        self.scan(chunk, start, out)
+    }
+
+    /// Decides the held-back carry using the first bytes of `chunk` (non-empty).
+    /// Inspects at most 66 bytes of the chunk.
+    fn complete_carry(&mut self, chunk: &[u8]) -> Result<CarryStep, Refused> {
+        let carry_len = self.carry_len;
+        // The carry is `{` (needs a `/` next) or `{/` + `have` name bytes.
+        let mut i = 0;
+        if carry_len == 1 {
+            if chunk.first() != Some(&b'/') {
+                return Ok(CarryStep::Text);
+            }
+            i = 1;
+        }
+        let have = carry_len + i - 2;
+        let room = MAX_NAME.saturating_sub(have);
+        let rest = &chunk[i..];
+        let window = &rest[..rest.len().min(room + 1)];
+        match window.iter().position(|&b| !is_name_byte(b)) {
+            // Name would exceed 64 bytes.
+            None if window.len() > room => Ok(CarryStep::Text),
+            // Still unfinished: the whole chunk joins the carry (fits, see `room`).
+            None => {
+                self.carry[carry_len..carry_len + chunk.len()].copy_from_slice(chunk);
+                self.carry_len += chunk.len();
+                Ok(CarryStep::Held)
+            }
+            Some(n) if window[n] == b'}' && have + n > 0 => {
+                let mut name = [0u8; MAX_NAME];
+                name[..have].copy_from_slice(&self.carry[2..2 + have]);
+                name[have..have + n].copy_from_slice(&rest[..n]);
+                let Ok(name) = std::str::from_utf8(&name[..have + n]) else {
+                    return Ok(CarryStep::Text);
+                };
+                Ok(match lookup(&*self.resolver, name)? {
+                    Some(value) => CarryStep::Replaced { value, resume: i + n + 1 },
+                    None => CarryStep::Text,
+                })
+            }
+            Some(_) => Ok(CarryStep::Text),
+        }
+    }
+
+    /// Scans `chunk[start..]` with an empty carry: emits text slices and values,
+    /// and holds back an unfinished placeholder at the end.
+    fn scan(&mut self, chunk: Bytes, start: usize, out: &mut Vec<Bytes>) -> Result<(), Refused> {
+        let tail = start + unfinished_tail(&chunk[start..]);
+        let mut emitted = start;
+        for ph in placeholders(&chunk[start..tail]) {
+            if let Some(value) = lookup(&*self.resolver, ph.name)? {
+                let ph_start = start + ph.start;
+                if ph_start > emitted {
+                    out.push(chunk.slice(emitted..ph_start));
+                }
+                if !value.is_empty() {
+                    out.push(value);
+                }
+                emitted = start + ph.end;
+            }
+        }
+        let held = &chunk[tail..];
+        self.carry[..held.len()].copy_from_slice(held);
+        self.carry_len = held.len();
+        if emitted == 0 && tail == chunk.len() {
+            // Common case: forward the very same buffer.
+            out.push(chunk);
+        } else if tail > emitted {
+            out.push(chunk.slice(emitted..tail));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BodySubstituter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodySubstituter").field("carry_len", &self.carry_len).finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An [`http_body::Body`] that substitutes placeholders in the data frames of
+    /// the body it wraps.
+    ///
+    /// Data is forwarded as it arrives (no buffering beyond the 66-byte carry), so
+    /// large uploads stream through. Trailers pass through unchanged after the
+    /// held-back bytes are flushed. A forbidden placeholder ends the body with a
+    /// boxed [`Refused`] error; data before it may already have been sent, so a
+    /// caller that must refuse cleanly (status 403 instead of a reset) has to
+    /// buffer the body first. The size hint is unknown because substitution
+    /// changes the length.
+    pub struct SubstitutingBody<B> {
+        #[pin]
+        inner: B,
+        subst: BodySubstituter,
+        // Reused output buffer for `BodySubstituter::push`.
+        scratch: Vec<Bytes>,
+        // Pieces produced but not yet returned as frames.
+        pending: VecDeque<Bytes>,
+        // A non-data frame (trailers) to return once `pending` is drained.
+        held: Option<Frame<Bytes>>,
+        // The inner body ended or failed; nothing more will be polled from it.
+        done: bool,
+    }
+}
+
+impl<B> SubstitutingBody<B> {
+    /// Wraps `inner`, resolving placeholders with `resolver`.
+    pub fn new(inner: B, resolver: Arc<dyn Resolve>) -> Self {
+        Self {
+            inner,
+            subst: BodySubstituter::new(resolver),
+            scratch: Vec::new(),
+            pending: VecDeque::new(),
+            held: None,
+            done: false,
+        }
+    }
+}
+
+impl<B> Body for SubstitutingBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        loop {
+            if let Some(data) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if let Some(frame) = this.held.take() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Err(forbidden) = this.subst.push(data, this.scratch) {
+                            *this.done = true;
+                            return Poll::Ready(Some(Err(Box::new(forbidden))));
+                        }
+                        this.pending.extend(this.scratch.drain(..));
+                    }
+                    Err(frame) => {
+                        this.subst.finish(this.scratch);
+                        this.pending.extend(this.scratch.drain(..));
+                        *this.held = Some(frame);
+                    }
+                },
+                Some(Err(err)) => {
+                    *this.done = true;
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+                None => {
+                    this.subst.finish(this.scratch);
+                    this.pending.extend(this.scratch.drain(..));
+                    *this.done = true;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty()
+            && self.held.is_none()
+            && (self.done || (self.subst.carry_len() == 0 && self.inner.is_end_stream()))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::substitute::substitute;
+    use crate::substitute::tests::MapResolver;
+    use http_body_util::{BodyExt, Empty, Full};
+    use proptest::prelude::*;
+
+    fn resolver() -> Arc<dyn Resolve> {
+        Arc::new(
+            MapResolver::default()
+                .value("tok", b"TOKEN-VALUE")
+                .value("a", b"A")
+                .value("empty", b"")
+                .value("meta", b"{/a}")
+                .value(&"L".repeat(64), b"LONG")
+                .forbidden("secret"),
+        )
+    }
+
+    /// Streams `chunks` through a fresh substituter, checking the carry bound after
+    /// every push.
+    fn stream(chunks: &[&[u8]], r: Arc<dyn Resolve>) -> Result<Vec<u8>, Refused> {
+        let mut s = BodySubstituter::new(r);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(Bytes::copy_from_slice(c), &mut out)?;
+            assert!(s.carry_len() <= MAX_CARRY);
+        }
+        s.finish(&mut out);
+        assert_eq!(s.carry_len(), 0);
+        assert!(out.iter().all(|b| !b.is_empty()), "empty piece emitted");
+        Ok(out.concat())
+    }
+
+    fn whole(body: &[u8], r: &dyn Resolve) -> Result<Vec<u8>, Refused> {
+        substitute(body, r).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn replaces_across_every_split() {
+        let body = b"x{/tok}y{{/a}}{/nope}{/}{/a b}{/empty}{/meta}{/a";
+        let expected = whole(body, &*resolver()).unwrap();
+        assert_eq!(expected, b"xTOKEN-VALUEy{A}{/nope}{/}{/a b}{/a}{/a".to_vec());
+        for cut1 in 0..=body.len() {
+            for cut2 in cut1..=body.len() {
+                let chunks = [&body[..cut1], &body[cut1..cut2], &body[cut2..]];
+                assert_eq!(stream(&chunks, resolver()).unwrap(), expected, "{cut1} {cut2}");
+            }
+        }
+        let ones: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(stream(&ones, resolver()).unwrap(), expected);
+    }
+
+    #[test]
+    fn long_names_across_chunks() {
+        let name64 = "L".repeat(64);
+        let body = format!("<{{/{name64}}}><{{/{name64}L}}>");
+        let expected = format!("<LONG><{{/{name64}L}}>");
+        let ones: Vec<&[u8]> = body.as_bytes().chunks(1).collect();
+        assert_eq!(stream(&ones, resolver()).unwrap(), expected.as_bytes());
+        for n in 1..body.len() {
+            let parts: Vec<&[u8]> = body.as_bytes().chunks(n).collect();
+            assert_eq!(stream(&parts, resolver()).unwrap(), expected.as_bytes(), "{n}");
+        }
+    }
+
+    #[test]
+    fn zero_copy_pass_through() {
+        let mut s = BodySubstituter::new(resolver());
+        let mut out = Vec::new();
+        // `{` early (outside the last 66 bytes) and `/` anywhere are fine.
+        let mut text = b"{\"json\": {\"path\": \"/a/b\"}} ".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 100));
+        let chunk = Bytes::from(text);
+        let ptr = chunk.as_ptr();
+        s.push(chunk.clone(), &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_ptr(), ptr);
+        assert_eq!(out[0].len(), chunk.len());
+        assert_eq!(s.carry_len(), 0);
+
+        // With a placeholder, text around it is sliced from the same buffer.
+        out.clear();
+        let chunk = Bytes::from_static(b"head {/tok} tail");
+        s.push(chunk.clone(), &mut out).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].as_ptr(), chunk.as_ptr());
+        assert_eq!(&out[0][..], b"head ");
+        assert_eq!(&out[1][..], b"TOKEN-VALUE");
+        assert_eq!(out[2].as_ptr(), chunk[11..].as_ptr());
+        assert_eq!(&out[2][..], b" tail");
+    }
+
+    #[test]
+    fn forbidden_split_across_chunks_is_detected() {
+        let body = b"lead {/secret} trail";
+        for n in 1..body.len() {
+            let parts: Vec<&[u8]> = body.chunks(n).collect();
+            let err = stream(&parts, resolver()).unwrap_err();
+            assert_eq!(err.name, "secret", "chunk size {n}");
+        }
+        // On error nothing from the failing chunk is emitted.
+        let mut s = BodySubstituter::new(resolver());
+        let mut out = vec![Bytes::from_static(b"earlier")];
+        s.push(Bytes::from_static(b"x {/sec"), &mut out).unwrap();
+        let before = out.len();
+        assert!(s.push(Bytes::from_static(b"ret} y"), &mut out).is_err());
+        assert_eq!(out.len(), before);
+        assert_eq!(s.carry_len(), 0);
+    }
+
+    #[test]
+    fn large_body_streams_with_bounded_carry() {
+        const CHUNK: usize = 16 * 1024;
+        const CHUNKS: usize = 64 * 1024 * 1024 / CHUNK;
+        // Each chunk starts with the end of a placeholder and ends with the start
+        // of one, so every boundary carries `{/tok`. JSON-ish filler exercises `{`.
+        let mut template = b"k}".to_vec();
+        while template.len() < CHUNK - 4 {
+            template.extend_from_slice(b"{\"k\": [1, {\"v\": \"/p/q\"}], \"u\": \"{/nope}\"} ");
+        }
+        template.truncate(CHUNK - 4);
+        template.extend_from_slice(b"{/to");
+        assert_eq!(template.len(), CHUNK);
+        let template = Bytes::from(template);
+        let rewritten = whole(&template, &*resolver()).unwrap().len();
+        assert_eq!(rewritten, CHUNK, "filler must not be rewritten");
+
+        let r = resolver();
+        let value = match r.resolve("tok") {
+            crate::substitute::Resolution::Value(v) => v,
+            _ => unreachable!(),
+        };
+        let mut s = BodySubstituter::new(r);
+        let mut out = Vec::new();
+        let (mut total, mut values) = (0usize, 0usize);
+        for _ in 0..CHUNKS {
+            s.push(template.clone(), &mut out).unwrap();
+            assert!(s.carry_len() <= MAX_CARRY);
+            for piece in out.drain(..) {
+                total += piece.len();
+                values += usize::from(piece.as_ptr() == value.as_ptr());
+            }
+        }
+        s.finish(&mut out);
+        total += out.iter().map(Bytes::len).sum::<usize>();
+        let placeholder = b"{/tok}".len();
+        assert_eq!(values, CHUNKS - 1);
+        assert_eq!(total, CHUNKS * CHUNK + (CHUNKS - 1) * value.len() - (CHUNKS - 1) * placeholder);
+    }
+
+    /// Rough scan throughput; meaningful only with optimisations, e.g.
+    /// `cargo test --release -- --ignored --nocapture push_throughput`.
+    #[test]
+    #[ignore = "benchmark"]
+    fn push_throughput() {
+        let mut json = Vec::new();
+        while json.len() < 16 * 1024 {
+            json.extend_from_slice(b"{\"k\": [1, {\"v\": \"/p/q\"}], \"text\": \"lorem ipsum\"} ");
+        }
+        json.truncate(16 * 1024);
+        for (label, chunk) in [("plain", Bytes::from(vec![b'x'; 16 * 1024])), ("json", Bytes::from(json))] {
+            let mut s = BodySubstituter::new(resolver());
+            let mut out = Vec::new();
+            let rounds = 64 * 1024;
+            let start = std::time::Instant::now();
+            for _ in 0..rounds {
+                s.push(chunk.clone(), &mut out).unwrap();
+                out.clear();
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let gbps = (rounds * chunk.len()) as f64 / secs / 1e9;
+            println!("{label}: {gbps:.2} GB/s");
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Seg {
+        Text(Vec<u8>),
+        Placeholder(String),
+    }
+
+    fn seg() -> impl Strategy<Value = Seg> {
+        prop_oneof![
+            4 => proptest::collection::vec(
+                prop_oneof![Just(b'{'), Just(b'/'), Just(b'}'), Just(b'a'), Just(b' '), Just(b'-'), Just(b'L')],
+                0..12,
+            )
+            .prop_map(Seg::Text),
+            3 => prop_oneof![
+                Just("tok".to_owned()),
+                Just("a".to_owned()),
+                Just("empty".to_owned()),
+                Just("meta".to_owned()),
+                Just("L".repeat(64)),
+                Just("unknown.name".to_owned()),
+                "[A-Za-z0-9_.-]{1,70}",
+                "[a /{}]{0,4}",
+            ]
+            .prop_map(Seg::Placeholder),
+            1 => Just(Seg::Text(b"{/a".to_vec())),
+            1 => Just(Seg::Placeholder("secret".to_owned())),
+        ]
+    }
+
+    fn splits() -> impl Strategy<Value = Vec<usize>> {
+        prop_oneof![Just(vec![1]), proptest::collection::vec(1usize..90, 1..12),]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn streaming_equals_whole(segs in proptest::collection::vec(seg(), 0..30), sizes in splits()) {
+            let mut body = Vec::new();
+            for s in &segs {
+                match s {
+                    Seg::Text(t) => body.extend_from_slice(t),
+                    Seg::Placeholder(n) => body.extend_from_slice(format!("{{/{n}}}").as_bytes()),
+                }
+            }
+            let mut chunks = Vec::new();
+            let (mut pos, mut k) = (0, 0);
+            while pos < body.len() {
+                let n = sizes[k % sizes.len()].min(body.len() - pos);
+                chunks.push(&body[pos..pos + n]);
+                pos += n;
+                k += 1;
+            }
+            let r = resolver();
+            prop_assert_eq!(stream(&chunks, r.clone()), whole(&body, &*r));
+        }
+    }
+
+    /// A multi-frame body for driving `SubstitutingBody` frame by frame.
+    struct Frames(VecDeque<Result<Frame<Bytes>, std::io::Error>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    fn frames(data: &[&'static [u8]]) -> Frames {
+        Frames(data.iter().map(|d| Ok(Frame::data(Bytes::from_static(d)))).collect())
+    }
+
+    #[tokio::test]
+    async fn body_full() {
+        let body = SubstitutingBody::new(Full::new(Bytes::from_static(b"a={/tok}&b={/x}")), resolver());
+        assert_eq!(body.size_hint().exact(), None);
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"a=TOKEN-VALUE&b={/x}");
+    }
+
+    #[tokio::test]
+    async fn body_empty_is_end_stream() {
+        let body = SubstitutingBody::new(Empty::<Bytes>::new(), resolver());
+        assert!(body.is_end_stream());
+        assert!(body.collect().await.unwrap().to_bytes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn body_split_frames_and_trailers() {
+        let mut inner = frames(&[b"x{", b"/t", b"ok}y{/", b"a"]);
+        // `http` is not a dependency here; reach its HeaderMap through `Frame`.
+        let mut trailers = Frame::<Bytes>::trailers(Default::default()).into_trailers().unwrap();
+        trailers.insert("x-t", "1".parse().unwrap());
+        inner.0.push_back(Ok(Frame::trailers(trailers.clone())));
+        let collected = SubstitutingBody::new(inner, resolver()).collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(&collected.to_bytes()[..], b"xTOKEN-VALUEy{/a");
+    }
+
+    #[tokio::test]
+    async fn body_forbidden_is_downcastable_error() {
+        let inner = frames(&[b"ok ", b"{/sec", b"ret}", b" more"]);
+        let err = SubstitutingBody::new(inner, resolver()).collect().await.unwrap_err();
+        let forbidden = err.downcast_ref::<Refused>().expect("Refused");
+        assert_eq!(forbidden.name, "secret");
+    }
+
+    #[tokio::test]
+    async fn body_inner_error_passes_through() {
+        let mut inner = frames(&[b"a"]);
+        inner.0.push_back(Err(std::io::Error::other("boom")));
+        let err = SubstitutingBody::new(inner, resolver()).collect().await.unwrap_err();
+        assert!(err.downcast_ref::<std::io::Error>().is_some());
+    }
+
+    #[test]
+    fn bounds_suit_hyper() {
+        fn assert_body<T: Body<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static>(_: &T) {}
+        fn assert_shareable<T: Send + Sync>() {}
+        // `Full` has an `Infallible` error, which must convert into the boxed error.
+        let body = SubstitutingBody::new(Full::new(Bytes::new()), resolver());
+        assert_body(&body);
+        assert_shareable::<BodySubstituter>();
+    }
+}

@@ -1,0 +1,206 @@
+//! Loading signing keys in the forms users actually have, and saying exactly what is wrong
+//! with the ones that cannot be used.
+//!
+//! jsonwebtoken is strict about forms (EC keys must be PKCS#8, RSA DER must be PKCS#1, Ed25519
+//! must be PKCS#8 v1 for its JWK export) and only finds a bad key when it first signs. Here
+//! every key is parsed with aws-lc-rs up front, converted to the form jsonwebtoken wants, and
+//! anything unusable is rejected with a message naming the fix.
+
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+    ECDSA_P384_SHA384_FIXED_SIGNING,
+};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::{DecodePaddingMode, Engine};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivateKeyDer;
+
+use super::algorithm::{KeyFamily, KeyType};
+
+/// Why key material cannot be used. Messages never include the material itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key is empty")]
+    Empty,
+    #[error("the key is not valid {encoding}: {detail}")]
+    BadEncoding { encoding: &'static str, detail: String },
+    #[error("no PEM block found; expected text starting with \"-----BEGIN PRIVATE KEY-----\" (for base64 DER use key_type = \"{der_type}\")")]
+    NotPem { der_type: &'static str },
+    #[error("the key looks like PEM text, but key_type {key_type} expects base64 DER; use key_type = \"{pem_type}\"")]
+    PemGivenForDer { key_type: &'static str, pem_type: &'static str },
+    #[error("the PEM file holds an encrypted private key, which cannot be used unattended; decrypt it with `openssl pkcs8 -in KEY -out PLAIN.pem` (it will ask for the passphrase)")]
+    Encrypted,
+    #[error("the PEM file holds only a {0}; the sidecar needs the private key to sign")]
+    NotPrivate(&'static str),
+    #[error("this is {found}, but key_type {key_type} needs {expected}")]
+    WrongFamily { found: &'static str, key_type: &'static str, expected: &'static str },
+    #[error("{algorithm} needs a {expected} key, but this is a {found} key (use {suggest})")]
+    WrongCurve { algorithm: &'static str, expected: &'static str, found: &'static str, suggest: &'static str },
+    #[error("the RSA key has {bits} bits; at least 2048 are required")]
+    RsaTooSmall { bits: usize },
+    #[error("the key could not be parsed as {expected} ({reason})")]
+    Malformed { expected: &'static str, reason: String },
+}
+
+/// Parses key material of the given type for the given algorithm into a signing key.
+pub fn load_encoding_key(alg: Algorithm, key_type: KeyType, material: &[u8]) -> Result<EncodingKey, KeyError> {
+    if material.iter().all(u8::is_ascii_whitespace) {
+        return Err(KeyError::Empty);
+    }
+    match key_type {
+        KeyType::Secret => Ok(EncodingKey::from_secret(material)),
+        KeyType::Base64Secret => secret(decode_base64(material, STANDARD_LENIENT, "base64")?),
+        KeyType::UrlSafeBase64Secret => secret(decode_base64(material, URL_SAFE_LENIENT, "URL-safe base64")?),
+        KeyType::RsaPem | KeyType::EcPem | KeyType::EdPem => {
+            let der = pem_private_key(material, key_type)?;
+            from_der(alg, key_type, &der)
+        }
+        KeyType::RsaDer | KeyType::EcDer | KeyType::EdDer => {
+            if contains(material, b"-----BEGIN") {
+                let pem_type = match key_type.family() {
+                    KeyFamily::Rsa => "RsaPem",
+                    KeyFamily::Ec => "EcPem",
+                    _ => "EdPem",
+                };
+                return Err(KeyError::PemGivenForDer { key_type: key_type.name(), pem_type });
+            }
+            let der = decode_base64(material, STANDARD_LENIENT, "base64 DER")?;
+            from_der(alg, key_type, &der)
+        }
+    }
+}
+
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+
+fn secret(bytes: Vec<u8>) -> Result<EncodingKey, KeyError> {
+    if bytes.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    Ok(EncodingKey::from_secret(&bytes))
+}
+
+fn decode_base64(material: &[u8], engine: GeneralPurpose, encoding: &'static str) -> Result<Vec<u8>, KeyError> {
+    let compact: Vec<u8> = material.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    engine.decode(&compact).map_err(|e| KeyError::BadEncoding { encoding, detail: e.to_string() })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(haystack, needle).is_some()
+}
+
+/// Finds the private key in PEM text, explaining what else was found when there is none.
+fn pem_private_key(material: &[u8], key_type: KeyType) -> Result<Vec<u8>, KeyError> {
+    if contains(material, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        return Err(KeyError::Encrypted);
+    }
+    match PrivateKeyDer::from_pem_slice(material) {
+        Ok(key) => Ok(key.secret_der().to_vec()),
+        Err(_) if contains(material, b"PUBLIC KEY-----") => Err(KeyError::NotPrivate("public key")),
+        Err(_) if contains(material, b"-----BEGIN CERTIFICATE-----") => Err(KeyError::NotPrivate("certificate")),
+        Err(_) if !contains(material, b"-----BEGIN") => {
+            let der_type = match key_type.family() {
+                KeyFamily::Rsa => "RsaDer",
+                KeyFamily::Ec => "EcDer",
+                _ => "EdDer",
+            };
+            Err(KeyError::NotPem { der_type })
+        }
+        Err(e) => Err(KeyError::Malformed { expected: "a PEM private key", reason: e.to_string() }),
+    }
+}
+
+/// Which family a DER private key belongs to, if any: used to explain a mismatch.
+fn sniff_family(der: &[u8]) -> Option<&'static str> {
+    if RsaKeyPair::from_der(der).is_ok() || RsaKeyPair::from_pkcs8(der).is_ok() {
+        Some("an RSA key")
+    } else if EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der).is_ok()
+        || EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, der).is_ok()
+    {
+        Some("an EC key")
+    } else if Ed25519KeyPair::from_pkcs8(der).is_ok() {
+        Some("an Ed25519 key")
+    } else {
+        None
+    }
+}
+
+fn from_der(alg: Algorithm, key_type: KeyType, der: &[u8]) -> Result<EncodingKey, KeyError> {
+    let mismatch = |expected: &'static str| match sniff_family(der) {
+        Some(found) => KeyError::WrongFamily { found, key_type: key_type.name(), expected },
+        None => KeyError::Malformed { expected, reason: "not a private key this program can read".into() },
+    };
+    match key_type.family() {
+        KeyFamily::Rsa => rsa(der).ok_or_else(|| mismatch("an RSA private key (PKCS#1 or PKCS#8)"))?,
+        KeyFamily::Ec => ec(alg, der).ok_or_else(|| mismatch("an EC private key (SEC1 or PKCS#8)"))?,
+        KeyFamily::Ed => ed(der).ok_or_else(|| mismatch("an Ed25519 private key (PKCS#8)"))?,
+        KeyFamily::Hmac => Err(KeyError::Malformed { expected: "a secret", reason: "not DER".into() }),
+    }
+}
+
+/// RSA: jsonwebtoken wants PKCS#1 DER, or PEM it converts itself; PKCS#8 DER is re-wrapped as
+/// PEM so jsonwebtoken's own converter extracts the PKCS#1 part.
+fn rsa(der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
+    let (pair, pkcs1) = match RsaKeyPair::from_der(der) {
+        Ok(pair) => (pair, true),
+        Err(_) => (RsaKeyPair::from_pkcs8(der).ok()?, false),
+    };
+    let bits = pair.public_modulus_len() * 8;
+    if bits < 2048 {
+        return Some(Err(KeyError::RsaTooSmall { bits }));
+    }
+    if pkcs1 {
+        return Some(Ok(EncodingKey::from_rsa_der(der)));
+    }
+    let pem = pem_wrap("PRIVATE KEY", der);
+    Some(
+        EncodingKey::from_rsa_pem(pem.as_bytes())
+            .map_err(|e| KeyError::Malformed { expected: "an RSA private key", reason: e.to_string() }),
+    )
+}
+
+fn ec(alg: Algorithm, der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
+    const P256: &EcdsaSigningAlgorithm = &ECDSA_P256_SHA256_FIXED_SIGNING;
+    const P384: &EcdsaSigningAlgorithm = &ECDSA_P384_SHA384_FIXED_SIGNING;
+    let (wanted, other, expected, found, suggest) = if alg == Algorithm::ES384 {
+        (P384, P256, "P-384", "P-256", "ES256")
+    } else {
+        (P256, P384, "P-256", "P-384", "ES384")
+    };
+    match EcdsaKeyPair::from_private_key_der(wanted, der) {
+        Ok(pair) => Some(
+            pair.to_pkcs8v1()
+                .map(|doc| EncodingKey::from_ec_der(doc.as_ref()))
+                .map_err(|_| KeyError::Malformed { expected: "an EC private key", reason: "cannot re-encode".into() }),
+        ),
+        Err(_) if EcdsaKeyPair::from_private_key_der(other, der).is_ok() => {
+            let algorithm = super::algorithm::algorithm_name(alg);
+            Some(Err(KeyError::WrongCurve { algorithm, expected, found, suggest }))
+        }
+        Err(_) => None,
+    }
+}
+
+fn ed(der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
+    let pair = Ed25519KeyPair::from_pkcs8(der).ok()?;
+    Some(
+        pair.to_pkcs8v1()
+            .map(|doc| EncodingKey::from_ed_der(doc.as_ref()))
+            .map_err(|_| KeyError::Malformed { expected: "an Ed25519 private key", reason: "cannot re-encode".into() }),
+    )
+}
+
+/// PEM text for DER bytes, 64 columns per line as RFC 7468 asks.
+pub fn pem_wrap(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
