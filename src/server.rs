@@ -1,22 +1,159 @@
-//! Start-up and shutdown (stub).
+//! Start-up, the running sidecar, and shutdown.
+//!
+//! [`Sidecar::start`] binds every listener, mints every token, and only then accepts
+//! connections, so the first request already finds current tokens. Tests start it
+//! in-process on port 0; the binary runs it through [`run_blocking`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::sync::Arc;
 
-/// Loads the config and runs the sidecar until it is told to stop.
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::proxy::{Entry, Proxy, ReverseTarget};
+use crate::snapshot::{BuildError, Snapshot};
+use crate::store::Mint;
+
+/// A running sidecar.
+pub struct Sidecar {
+    state: Arc<ArcSwap<Snapshot>>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    /// The bound proxy address (useful when the config asked for port 0).
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub echo_addr: Option<SocketAddr>,
+    /// Bound addresses of the reverse listeners, in config order.
+    pub listener_addrs: Vec<SocketAddr>,
+}
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Build(#[from] BuildError),
+}
+
+impl Sidecar {
+    /// Starts the sidecar for a checked config.
+    pub async fn start(config: Config) -> Result<Sidecar, StartError> {
+        Sidecar::start_with(config, &HashMap::new()).await
+    }
+
+    /// Starts with some tokens minted by the given minters (tests inject failures this way).
+    pub async fn start_with(config: Config, minters: &HashMap<String, Arc<dyn Mint>>) -> Result<Sidecar, StartError> {
+        crate::admin::metrics_handle();
+        let proxy_listener = bind(config.proxy.listen, "proxy").await?;
+        let admin_listener = bind(config.admin.listen, "admin").await?;
+        if !config.admin.listen.ip().is_loopback() {
+            tracing::warn!(addr = %config.admin.listen, "admin listener is not on loopback; /tokens and /metrics are reachable from the network");
+        }
+        let echo_listener = match config.echo {
+            Some(addr) => Some(bind(addr, "echo").await?),
+            None => None,
+        };
+        let mut reverse = Vec::new();
+        for l in &config.listeners {
+            let target = ReverseTarget::from_uri(&l.upstream);
+            reverse.push((bind(l.listen, "reverse listener").await?, target));
+        }
+        let grace = config.proxy.shutdown_grace;
+
+        let snapshot = Snapshot::build_with(config, None, minters).await?;
+        let state = Arc::new(ArcSwap::from_pointee(snapshot));
+        let proxy = Proxy::new(Arc::clone(&state));
+        let (shutdown, watcher) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let addr = |l: &TcpListener| l.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let proxy_addr = addr(&proxy_listener);
+        let admin_addr = addr(&admin_listener);
+        let echo_addr = echo_listener.as_ref().map(addr);
+        let listener_addrs = reverse.iter().map(|(l, _)| addr(l)).collect();
+
+        if let Some(listener) = echo_listener {
+            tasks.spawn(crate::echo::serve(listener));
+        }
+        tasks.spawn(crate::admin::serve(admin_listener, Arc::clone(&state), watcher.clone()));
+        for (listener, target) in reverse {
+            let Some(target) = target else { continue };
+            let entry = Entry::Reverse(Arc::new(target));
+            tasks.spawn(crate::proxy::listen::serve(listener, proxy.clone(), entry, watcher.clone(), grace));
+        }
+        tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy, watcher, grace));
+        tracing::info!(%proxy_addr, %admin_addr, "token-sidecar ready");
+        Ok(Sidecar { state, shutdown, tasks, proxy_addr, admin_addr, echo_addr, listener_addrs })
+    }
+
+    /// The shared state cell, for reloads and inspection.
+    pub fn state(&self) -> &Arc<ArcSwap<Snapshot>> {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        // Proxy listeners finish after draining; the echo server has no drain and is aborted.
+        let grace = self.state.load().config.proxy.shutdown_grace;
+        let _ = tokio::time::timeout(grace + std::time::Duration::from_secs(1), async {
+            while let Some(done) = self.tasks.join_next().await {
+                if done.is_err() {
+                    break;
+                }
+                if self.tasks.len() <= 1 {
+                    break;
+                }
+            }
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// Runs the sidecar from a config file until SIGTERM or SIGINT.
 pub fn run_blocking(path: &Path) -> ExitCode {
-    let config = match crate::config::Config::load(path) {
+    let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("{e}");
+            eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    for (name, t) in &config.tokens {
-        match t.mint(SystemTime::now()) {
-            Ok(m) => tracing::info!(token = %name, expires_at = ?m.expires_at, "minted"),
-            Err(e) => tracing::error!(token = %name, error = %e, "mint failed"),
+    let runtime = if config.proxy.worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(config.proxy.worker_threads).enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
-    }
-    ExitCode::SUCCESS
+    };
+    runtime.block_on(async move {
+        let sidecar = match Sidecar::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        crate::reload::run_until_stopped(path, &sidecar).await;
+        tracing::info!("shutting down: draining in-flight requests");
+        sidecar.shutdown().await;
+        ExitCode::SUCCESS
+    })
 }

@@ -76,6 +76,15 @@ impl Default for ProxySettings {
     }
 }
 
+impl ProxySettings {
+    /// Whether the upstream client (and its connection pool) can be kept across a reload.
+    pub fn same_upstream_settings(&self, other: &ProxySettings) -> bool {
+        self.connect_timeout == other.connect_timeout
+            && self.extra_ca_file == other.extra_ca_file
+            && self.pool_idle_timeout == other.pool_idle_timeout
+    }
+}
+
 /// `[admin]` after validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {

@@ -257,7 +257,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
 
 /// Builds the route table once so conflicts (two identical routes) are config errors.
 fn check_route_table(raw: &RawConfig, routes: &[RouteDefinition], c: &mut Collector<'_>) {
-    if let Err(e) = crate::routes::RouteTable::new(routes.iter().map(RouteDefinition::spec).collect()) {
+    if let Err(e) = crate::routes::RouteTable::new(routes.iter().map(|r| r.spec(())).collect()) {
         let span = raw.routes.first().map_or(0..0, Spanned::span);
         c.error(span, "routes", e.to_string());
     }
@@ -311,15 +311,15 @@ fn upstream_uri(s: &Spanned<String>, key: &str, c: &mut Collector<'_>) -> http::
 }
 
 impl RouteDefinition {
-    /// The matching part of this route, for the route table.
-    pub fn spec(&self) -> crate::routes::RouteSpec<()> {
+    /// The matching part of this route, for the route table, carrying `value`.
+    pub fn spec<T>(&self, value: T) -> crate::routes::RouteSpec<T> {
         crate::routes::RouteSpec {
             scheme: self.scheme,
             host: self.host.clone(),
             port: self.port,
             path_prefix: self.path_prefix.clone(),
             methods: self.methods.clone(),
-            value: (),
+            value,
         }
     }
 }

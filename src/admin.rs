@@ -1,0 +1,152 @@
+//! The admin listener: health, readiness, token status, public keys and Prometheus metrics.
+//!
+//! Nothing here ever returns a token value or key material: `/tokens` reports names, times
+//! and errors; `/.well-known/jwks.json` holds public keys only.
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::snapshot::Snapshot;
+
+/// The process-wide Prometheus recorder, installed on first use so every metric recorded
+/// afterwards (including handles cached in snapshots) reaches `/metrics`.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+        }
+        handle
+    })
+}
+
+/// Serves the admin endpoints until `shutdown` fires.
+pub async fn serve(listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(&req, &state.load_full())) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn route(req: &Request<Incoming>, snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    let now = SystemTime::now();
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if snapshot.all_tokens_current(now) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: some tokens have no current value\n")
+            }
+        }
+        "/metrics" => {
+            update_expiry_gauges(snapshot, now);
+            let mut r = text(StatusCode::OK, &metrics_handle().render());
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            r
+        }
+        "/tokens" => json(&tokens_status(snapshot, now)),
+        "/.well-known/jwks.json" => json(&jwks(snapshot)),
+        _ => text(StatusCode::NOT_FOUND, "not found; try /healthz /readyz /metrics /tokens /.well-known/jwks.json\n"),
+    }
+}
+
+/// Seconds until each token expires, computed at scrape time.
+fn update_expiry_gauges(snapshot: &Snapshot, now: SystemTime) {
+    for (name, cell) in &snapshot.cells {
+        let left = cell.latest().map_or(0.0, |t| match t.expires_at.duration_since(now) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        });
+        metrics::gauge!("token_expires_in_seconds", "token" => name.clone()).set(left);
+    }
+}
+
+fn unix(t: Option<SystemTime>) -> serde_json::Value {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(serde_json::Value::Null, |d| d.as_secs().into())
+}
+
+/// Status of every token, without the token.
+pub fn tokens_status(snapshot: &Snapshot, now: SystemTime) -> serde_json::Value {
+    let tokens: Vec<serde_json::Value> = snapshot
+        .config
+        .tokens
+        .iter()
+        .map(|(name, def)| {
+            let cell = snapshot.cells.get(name);
+            let latest = cell.and_then(|c| c.latest());
+            let status = cell.map(|c| c.status()).unwrap_or_default();
+            serde_json::json!({
+                "name": name,
+                "kind": def.kind_name(),
+                "algorithm": def.algorithm_name(),
+                "kid": def.kid(),
+                "issued_at": unix(latest.as_ref().map(|t| t.issued_at)),
+                "expires_at": unix(latest.as_ref().map(|t| t.expires_at)),
+                "current": cell.is_some_and(|c| c.current(now).is_some()),
+                "last_refresh": unix(status.last_attempt),
+                "last_refresh_result": if status.last_attempt.is_none() { "none" } else if status.last_error.is_some() { "error" } else { "ok" },
+                "last_error": status.last_error,
+                "consecutive_failures": status.consecutive_failures,
+            })
+        })
+        .collect();
+    serde_json::json!({ "tokens": tokens })
+}
+
+/// The public keys of every asymmetric token, as a JWK set.
+pub fn jwks(snapshot: &Snapshot) -> serde_json::Value {
+    let keys: Vec<serde_json::Value> = snapshot
+        .config
+        .tokens
+        .values()
+        .filter_map(|def| def.public_jwk())
+        .filter_map(|jwk| serde_json::to_value(jwk).ok())
+        .collect();
+    serde_json::json!({ "keys": keys })
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

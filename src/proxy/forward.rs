@@ -1,0 +1,184 @@
+//! The request path, in phase order: snapshot -> target -> route -> substitute -> upstream ->
+//! respond -> record.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme as UriScheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body;
+use super::headers::strip_hop_by_hop;
+use super::target::{has_dot_segment, target_of, Entry, Target};
+use super::{BoxError, ProxyBody};
+use crate::config::Unmatched;
+use crate::error::ProxyError;
+use crate::routes::Scheme;
+use crate::snapshot::{RequestTokens, Snapshot};
+use crate::substitute::{substitute, substitute_uri, Refused, Resolve};
+
+/// Serves one request with one snapshot, turning every failure into a JSON error response.
+pub async fn forward(snapshot: Arc<Snapshot>, entry: &Entry, req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let mut route_name: Arc<str> = Arc::from("none");
+    let result = run(&snapshot, entry, req, &mut route_name).await;
+    let response = result.unwrap_or_else(ProxyError::into_response);
+    let status = response.status();
+    metrics::counter!("proxy_requests_total", "route" => route_name.to_string(), "status" => status.as_str().to_owned())
+        .increment(1);
+    metrics::histogram!("proxy_request_duration_seconds", "route" => route_name.to_string())
+        .record(started.elapsed().as_secs_f64());
+    tracing::debug!(%method, route = %route_name, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+async fn run(
+    snapshot: &Arc<Snapshot>,
+    entry: &Entry,
+    req: Request<Incoming>,
+    route_name: &mut Arc<str>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    let target = target_of(entry, &parts, &snapshot.config.proxy.listen.to_string())?;
+    let path = target.path_and_query.split('?').next().unwrap_or("/");
+    let route = snapshot.routes.find(target.scheme, &target.host, target.port, path, &parts.method).copied();
+
+    let Some(route) = route else {
+        if snapshot.config.proxy.unmatched == Unmatched::Deny {
+            return Err(ProxyError::UnmatchedDenied(target.authority.to_string()));
+        }
+        // Unrouted: forwarded untouched, placeholders and all.
+        let uri = upstream_uri(&target, target.scheme, &target.path_and_query)?;
+        prepare_headers(&mut parts.headers, &target);
+        return send(snapshot, parts, uri, body::untouched(body), &target).await;
+    };
+    let compiled = &snapshot.compiled[route];
+    *route_name = Arc::clone(&compiled.name);
+    if has_dot_segment(path) {
+        return Err(ProxyError::BadRequest(format!(
+            "the path {path:?} has '.' or '..' segments; send the normalised path"
+        )));
+    }
+
+    let tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
+    let path_and_query = substitute_uri(&target.path_and_query, &*tokens)?;
+    let scheme = if compiled.upstream_tls { Scheme::Https } else { target.scheme };
+    let uri = upstream_uri(&target, scheme, &path_and_query)?;
+
+    prepare_headers(&mut parts.headers, &target);
+    for (name, template) in &compiled.set_headers {
+        parts.headers.insert(name.clone(), template.clone());
+    }
+    substitute_headers(&mut parts.headers, &*tokens)?;
+    let resolver: Arc<dyn Resolve> = tokens;
+    let body = body::substituted(body, &mut parts.headers, resolver, snapshot.config.proxy.max_buffered_body).await?;
+    send(snapshot, parts, uri, body, &target).await
+}
+
+/// Drops hop-by-hop headers and sets Host from the target (never from the client's Host).
+fn prepare_headers(headers: &mut http::HeaderMap, target: &Target) {
+    strip_hop_by_hop(headers);
+    if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
+        headers.insert(header::HOST, host);
+    }
+}
+
+fn substitute_headers(headers: &mut http::HeaderMap, tokens: &dyn Resolve) -> Result<(), Refused> {
+    for value in headers.values_mut() {
+        let replaced = match substitute(value.as_bytes(), tokens)? {
+            std::borrow::Cow::Borrowed(_) => continue,
+            std::borrow::Cow::Owned(bytes) => bytes,
+        };
+        if let Ok(v) = HeaderValue::from_bytes(&replaced) {
+            *value = v;
+        }
+    }
+    Ok(())
+}
+
+fn upstream_uri(target: &Target, scheme: Scheme, path_and_query: &str) -> Result<Uri, ProxyError> {
+    let (scheme, default_port) = match scheme {
+        Scheme::Http => (UriScheme::HTTP, 80),
+        Scheme::Https => (UriScheme::HTTPS, 443),
+    };
+    // When upgrading http -> https on the default port, talk to the https default port.
+    let upgraded_default = scheme == UriScheme::HTTPS && target.scheme == Scheme::Http && target.port == 80;
+    let authority = if upgraded_default || target.port == default_port {
+        target.host.clone()
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
+    let pq: PathAndQuery =
+        path_and_query.parse().map_err(|_| ProxyError::BadRequest("the request target is not a valid URI".into()))?;
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| ProxyError::BadRequest(format!("invalid upstream URI: {e}")))
+}
+
+async fn send(
+    snapshot: &Snapshot,
+    mut parts: http::request::Parts,
+    uri: Uri,
+    body: ProxyBody,
+    target: &Target,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let req = Request::from_parts(parts, body);
+    let upstream = &snapshot.upstream;
+    let response = match tokio::time::timeout(upstream.request_timeout, upstream.client.request(req)).await {
+        Err(_) => {
+            metrics::counter!("upstream_errors_total", "kind" => "timeout").increment(1);
+            return Err(ProxyError::UpstreamTimeout(target.authority.to_string()));
+        }
+        Ok(Err(e)) => {
+            let error = classify(&e, target);
+            metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
+            return Err(error);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+}
+
+/// Maps an upstream client error to what the user should be told.
+fn classify(err: &hyper_util::client::legacy::Error, target: &Target) -> ProxyError {
+    let host = target.authority.to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut timed_out = false;
+    while let Some(e) = source {
+        if let Some(r) = e.downcast_ref::<Refused>() {
+            return ProxyError::Refused(r.clone());
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return ProxyError::UpstreamTls { host, reason: tls.to_string() };
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            if let Some(inner) = io.get_ref() {
+                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                    return ProxyError::UpstreamTls { host, reason: tls.to_string() };
+                }
+                timed_out |= inner.to_string().contains("timed out");
+            }
+        }
+        timed_out |= e.to_string().contains("timed out");
+        source = e.source();
+    }
+    if timed_out {
+        ProxyError::UpstreamTimeout(host)
+    } else if err.is_connect() {
+        ProxyError::UpstreamUnreachable(host)
+    } else {
+        ProxyError::UpstreamFailed(host)
+    }
+}

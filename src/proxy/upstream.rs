@@ -1,0 +1,73 @@
+//! The upstream client: pooled HTTP/1.1 and h2 over rustls, with verified certificates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use super::ProxyBody;
+use crate::config::ProxySettings;
+
+/// A pooled client for all upstream requests of one snapshot (kept across reloads that do
+/// not change its settings, so the pool survives).
+pub struct Upstream {
+    pub client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    pub request_timeout: Duration,
+}
+
+/// The process-wide crypto provider: aws-lc-rs, named explicitly so no other provider is
+/// ever picked up from a dependency's features.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Roots for verifying upstreams: the Mozilla set, plus a private CA file if configured.
+pub fn root_store(extra_ca_file: Option<&std::path::Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = extra_ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read extra_ca_file {}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("extra_ca_file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("extra_ca_file {} holds no certificate", path.display()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| format!("extra_ca_file {}: {e}", path.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
+impl Upstream {
+    pub fn new(settings: &ProxySettings) -> Result<Upstream, String> {
+        let roots = root_store(settings.extra_ca_file.as_deref())?;
+        let tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .build(connector);
+        Ok(Upstream { client, request_timeout: settings.request_timeout })
+    }
+}

@@ -1,0 +1,178 @@
+//! The running state: one immutable value built from a [`Config`], swapped whole on reload.
+//!
+//! A request loads the current snapshot once and uses it from start to end, so it sees one
+//! route table, one set of token cells and one upstream client even if a reload lands while
+//! it is in flight. Token cells are shared between consecutive snapshots when a token's
+//! definition did not change, so a reload does not re-sign (or drop) unchanged tokens.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+
+use crate::config::{Config, RouteDefinition};
+use crate::proxy::upstream::Upstream;
+use crate::routes::RouteTable;
+use crate::store::{Mint, TokenCell};
+use crate::substitute::{Resolution, Resolve};
+use crate::tokens::MintError;
+
+/// One route, ready for the request path.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub name: Arc<str>,
+    /// Placeholder name -> token cell (aliases and bound tokens' own names).
+    pub bindings: Vec<(Box<str>, Arc<TokenCell>, metrics::Counter)>,
+    /// Headers to set on every request, as templates that may hold placeholders.
+    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    pub upstream_tls: bool,
+}
+
+/// Everything a request needs, consistent with one config file.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub routes: RouteTable<usize>,
+    pub compiled: Vec<CompiledRoute>,
+    pub cells: HashMap<String, Arc<TokenCell>>,
+    pub upstream: Arc<Upstream>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("routes", &self.compiled.len()).field("tokens", &self.cells.len()).finish()
+    }
+}
+
+/// Why a snapshot could not be built from an otherwise valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("token {name}: first signing failed: {source}")]
+    Mint { name: String, source: MintError },
+    #[error("{0}")]
+    Routes(#[from] crate::routes::RouteError),
+    #[error("upstream client: {0}")]
+    Upstream(String),
+}
+
+impl Snapshot {
+    /// Builds a snapshot, minting every new or changed token before returning (so the new
+    /// snapshot is ready for requests the moment it is stored). Cells of tokens whose
+    /// definition is unchanged since `previous` are carried over with their current value.
+    pub async fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
+        Self::build_with(config, previous, &HashMap::new()).await
+    }
+
+    /// Like [`Snapshot::build`], with some tokens minted by the given minters instead of
+    /// their definitions; tests use it to make signing fail on demand.
+    pub async fn build_with(
+        config: Config,
+        previous: Option<&Snapshot>,
+        minters: &HashMap<String, Arc<dyn Mint>>,
+    ) -> Result<Snapshot, BuildError> {
+        let mut cells = HashMap::new();
+        let mut starting = tokio::task::JoinSet::new();
+        for (name, def) in &config.tokens {
+            let reusable = previous.and_then(|p| {
+                let cell = p.cells.get(name)?;
+                let old = p.config.tokens.get(name)?;
+                (old.same_definition(def) && !minters.contains_key(name)).then(|| Arc::clone(cell))
+            });
+            match reusable {
+                Some(cell) => {
+                    cells.insert(name.clone(), cell);
+                }
+                None => {
+                    let minter: Arc<dyn Mint> =
+                        minters.get(name).cloned().unwrap_or_else(|| Arc::new(def.clone()) as Arc<dyn Mint>);
+                    let name = name.clone();
+                    starting.spawn(async move {
+                        let cell = TokenCell::start(&name, minter).await;
+                        (name, cell)
+                    });
+                }
+            }
+        }
+        // Every new token signs in parallel on the blocking pool.
+        while let Some(joined) = starting.join_next().await {
+            let (name, cell) = joined.map_err(|e| BuildError::Upstream(format!("token start-up task failed: {e}")))?;
+            let cell = cell.map_err(|source| BuildError::Mint { name: name.clone(), source })?;
+            cells.insert(name, cell);
+        }
+
+        let routes = RouteTable::new(config.routes.iter().enumerate().map(|(i, r)| r.spec(i)).collect())?;
+        let compiled = config.routes.iter().map(|r| compile_route(r, &cells)).collect();
+        let upstream = match previous {
+            Some(p) if p.config.proxy.same_upstream_settings(&config.proxy) => Arc::clone(&p.upstream),
+            _ => Arc::new(Upstream::new(&config.proxy).map_err(BuildError::Upstream)?),
+        };
+        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream })
+    }
+
+    /// Whether every token has a current, unexpired value.
+    pub fn all_tokens_current(&self, now: SystemTime) -> bool {
+        self.cells.values().all(|c| c.current(now).is_some())
+    }
+}
+
+fn compile_route(r: &RouteDefinition, cells: &HashMap<String, Arc<TokenCell>>) -> CompiledRoute {
+    let bindings = r
+        .bindings
+        .iter()
+        .filter_map(|(placeholder, token)| {
+            let cell = cells.get(token)?;
+            let counter = metrics::counter!("substitutions_total", "token" => token.clone());
+            Some((placeholder.clone().into_boxed_str(), Arc::clone(cell), counter))
+        })
+        .collect();
+    let set_headers = r
+        .set_headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.clone(), HeaderValue::from_str(value).ok()?)))
+        .collect();
+    CompiledRoute { name: Arc::from(r.name.as_str()), bindings, set_headers, upstream_tls: r.upstream_tls }
+}
+
+/// Resolves placeholders for one request against the token values loaded when it started.
+///
+/// Values are loaded once, up front, so the header, the target and a body that streams for
+/// minutes all carry the same token even if the cell is refreshed meanwhile.
+pub struct RequestTokens {
+    snapshot: Arc<Snapshot>,
+    route: usize,
+    values: Vec<Option<Bytes>>,
+}
+
+impl RequestTokens {
+    pub fn load(snapshot: Arc<Snapshot>, route: usize, now: SystemTime) -> RequestTokens {
+        let values = snapshot
+            .compiled
+            .get(route)
+            .map(|r| r.bindings.iter().map(|(_, cell, _)| cell.current(now).map(|t| t.value.clone())).collect())
+            .unwrap_or_default();
+        RequestTokens { snapshot, route, values }
+    }
+}
+
+impl Resolve for RequestTokens {
+    fn resolve(&self, name: &str) -> Resolution {
+        let Some(route) = self.snapshot.compiled.get(self.route) else {
+            return Resolution::Unknown;
+        };
+        if let Some(i) = route.bindings.iter().position(|(n, _, _)| &**n == name) {
+            return match self.values.get(i).cloned().flatten() {
+                Some(v) => {
+                    route.bindings[i].2.increment(1);
+                    Resolution::Value(v)
+                }
+                None => Resolution::Unavailable,
+            };
+        }
+        if self.snapshot.cells.contains_key(name) {
+            Resolution::Forbidden
+        } else {
+            Resolution::Unknown
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The token store: one lock-free cell per token, kept current by a background refresher.
+//!
+//! Requests only ever `load` a cell (an atomic pointer read); signing happens on the
+//! refresher, on the blocking pool, so even an RSA-4096 signature never delays a request.
+//! A failed refresh keeps the last good token until its own `exp`; after that the cell
+//! reports it as unavailable and requests needing it get 503 instead of a stale token.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use tokio::task::AbortHandle;
+
+use crate::tokens::{MintError, MintedToken, TokenDefinition};
+
+/// Something that can produce tokens: a configured token definition, or a test double.
+pub trait Mint: Send + Sync + 'static {
+    /// Signs a fresh token valid from `now`. Called on the blocking pool.
+    fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError>;
+    /// How long before expiry to mint the next token.
+    fn refresh_before(&self) -> Duration;
+}
+
+impl Mint for TokenDefinition {
+    fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+        TokenDefinition::mint(self, now)
+    }
+
+    fn refresh_before(&self) -> Duration {
+        self.refresh_before
+    }
+}
+
+/// What the refresher last did, for `/tokens` and `/readyz`. Never holds the token.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshStatus {
+    pub last_attempt: Option<SystemTime>,
+    pub last_success: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+}
+
+/// One token's current value and its refresher.
+pub struct TokenCell {
+    name: Arc<str>,
+    minter: Arc<dyn Mint>,
+    current: ArcSwapOption<MintedToken>,
+    status: Mutex<RefreshStatus>,
+    refresher: Mutex<Option<AbortHandle>>,
+}
+
+impl std::fmt::Debug for TokenCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCell").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Drop for TokenCell {
+    fn drop(&mut self) {
+        if let Some(handle) = self.refresher.get_mut().ok().and_then(Option::take) {
+            handle.abort();
+        }
+    }
+}
+
+/// Retry delays after a failed refresh: 1s, 2s, 4s ... capped at 60s.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+
+impl TokenCell {
+    /// Mints the first token (so the cell is ready before any request) and starts the
+    /// refresher on the current tokio runtime. The refresher stops when the cell is dropped.
+    pub async fn start(name: &str, minter: Arc<dyn Mint>) -> Result<Arc<TokenCell>, MintError> {
+        let cell = Arc::new(TokenCell {
+            name: Arc::from(name),
+            minter,
+            current: ArcSwapOption::empty(),
+            status: Mutex::new(RefreshStatus::default()),
+            refresher: Mutex::new(None),
+        });
+        cell.refresh_once().await?;
+        let task = tokio::spawn(refresh_loop(Arc::downgrade(&cell)));
+        if let Ok(mut slot) = cell.refresher.lock() {
+            *slot = Some(task.abort_handle());
+        }
+        Ok(cell)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The current token if it has not expired. One atomic load; safe on the request path.
+    pub fn current(&self, now: SystemTime) -> Option<Arc<MintedToken>> {
+        self.current.load_full().filter(|t| t.expires_at > now)
+    }
+
+    /// The current token even if expired, for status reporting.
+    pub fn latest(&self) -> Option<Arc<MintedToken>> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> RefreshStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Signs one token on the blocking pool and stores it, recording the outcome.
+    async fn refresh_once(&self) -> Result<(), MintError> {
+        let minter = Arc::clone(&self.minter);
+        let now = SystemTime::now();
+        let result = tokio::task::spawn_blocking(move || minter.mint(now)).await.unwrap_or(Err(MintError::Aborted));
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(_) => "error",
+        };
+        metrics::counter!("token_refreshes_total", "token" => self.name.to_string(), "result" => outcome).increment(1);
+        let mut status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        status.last_attempt = Some(now);
+        match result {
+            Ok(token) => {
+                let expires_at = token.expires_at;
+                self.current.store(Some(Arc::new(token)));
+                status.last_success = Some(now);
+                status.last_error = None;
+                status.consecutive_failures = 0;
+                tracing::info!(token = %self.name, expires_in = ?expires_at.duration_since(now).unwrap_or_default(), "token refreshed");
+                Ok(())
+            }
+            Err(e) => {
+                status.last_error = Some(e.to_string());
+                status.consecutive_failures += 1;
+                tracing::warn!(token = %self.name, error = %e, failures = status.consecutive_failures, "token refresh failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// When the next refresh is due: `refresh_before` ahead of expiry, minus up to a tenth of
+    /// that again at random, so many tokens with equal ttls do not all sign at once.
+    fn next_refresh_delay(&self, now: SystemTime) -> Duration {
+        let Some(token) = self.current.load_full() else {
+            return Duration::ZERO;
+        };
+        let lead = self.minter.refresh_before();
+        let jitter = lead.mul_f64(rand::random::<f64>() * 0.1);
+        token.expires_at.checked_sub(lead + jitter).and_then(|at| at.duration_since(now).ok()).unwrap_or_default()
+    }
+}
+
+async fn refresh_loop(cell: Weak<TokenCell>) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let delay = match cell.upgrade() {
+            Some(c) => c.next_refresh_delay(SystemTime::now()),
+            None => return,
+        };
+        tokio::time::sleep(delay).await;
+        loop {
+            let Some(c) = cell.upgrade() else { return };
+            if c.refresh_once().await.is_ok() {
+                backoff = BACKOFF_START;
+                break;
+            }
+            drop(c);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_CAP);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    /// Mints numbered tokens with a short ttl; can be told to fail.
+    struct Flaky {
+        ttl: Duration,
+        failing: AtomicBool,
+        minted: AtomicU32,
+    }
+
+    impl Mint for Flaky {
+        fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(MintError::Sign("injected".into()));
+            }
+            let n = self.minted.fetch_add(1, Ordering::SeqCst);
+            Ok(MintedToken { value: format!("t{n}").into(), issued_at: now, expires_at: now + self.ttl })
+        }
+        fn refresh_before(&self) -> Duration {
+            self.ttl / 2
+        }
+    }
+
+    async fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = tokio::time::Instant::now() + deadline;
+        while tokio::time::Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cond()
+    }
+
+    #[tokio::test]
+    async fn refreshes_ahead_of_expiry_keeps_last_good_then_expires_then_recovers() {
+        let flaky = Arc::new(Flaky {
+            ttl: Duration::from_millis(600),
+            failing: AtomicBool::new(false),
+            minted: AtomicU32::new(0),
+        });
+        let cell = TokenCell::start("t", flaky.clone()).await.unwrap();
+        assert_eq!(&cell.current(SystemTime::now()).unwrap().value[..], b"t0");
+        // A refresh happens before the first token expires.
+        assert!(wait_for(Duration::from_secs(5), || flaky.minted.load(Ordering::SeqCst) >= 2).await);
+        let good = cell.current(SystemTime::now()).unwrap();
+        assert!(good.expires_at > SystemTime::now());
+
+        // Signing breaks: the last good token is served until its exp, then nothing.
+        flaky.failing.store(true, Ordering::SeqCst);
+        let last = cell.latest().unwrap();
+        assert!(wait_for(Duration::from_secs(5), || cell.status().consecutive_failures >= 1).await);
+        assert!(cell
+            .current(SystemTime::now())
+            .is_none_or(|t| t.value == last.value || t.expires_at > SystemTime::now()));
+        assert!(wait_for(Duration::from_secs(5), || cell.current(SystemTime::now()).is_none()).await);
+        assert!(cell.status().last_error.unwrap().contains("injected"));
+
+        // Signing works again: a fresh token appears after the backoff.
+        flaky.failing.store(false, Ordering::SeqCst);
+        assert!(wait_for(Duration::from_secs(10), || cell.current(SystemTime::now()).is_some()).await);
+        assert_eq!(cell.status().consecutive_failures, 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_cell_stops_its_refresher() {
+        let flaky = Arc::new(Flaky {
+            ttl: Duration::from_millis(200),
+            failing: AtomicBool::new(false),
+            minted: AtomicU32::new(0),
+        });
+        let cell = TokenCell::start("t", flaky.clone()).await.unwrap();
+        assert!(wait_for(Duration::from_secs(5), || flaky.minted.load(Ordering::SeqCst) >= 2).await);
+        drop(cell);
+        let after_drop = flaky.minted.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(flaky.minted.load(Ordering::SeqCst) <= after_drop + 1);
+    }
+
+    #[tokio::test]
+    async fn first_mint_failure_is_reported() {
+        let flaky =
+            Arc::new(Flaky { ttl: Duration::from_secs(60), failing: AtomicBool::new(true), minted: AtomicU32::new(0) });
+        let err = TokenCell::start("t", flaky).await.unwrap_err();
+        assert_eq!(err, MintError::Sign("injected".into()));
+    }
+}
