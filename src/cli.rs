@@ -79,4 +79,26 @@ pub enum Command {
         #[arg(long)]
         kid: Option<String>,
     },
+
+    /// Manage the local CA that intercepts HTTPS_PROXY tunnels to routed hosts.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a new CA (EC P-256, valid ten years) as ca.pem and ca.key (mode 0600).
+    ///
+    /// Never overwrites an existing CA, since clients already trust it. Prints the [tls]
+    /// section to add to sidecar.toml. Example: token-sidecar ca init --out /etc/token-sidecar
+    Init {
+        /// Folder to write ca.pem and ca.key to.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+
+    /// Print the CA certificate (PEM) that clients must trust, from the config's [tls].
+    ///
+    /// Example: token-sidecar ca export > sidecar-ca.pem; export SSL_CERT_FILE=sidecar-ca.pem
+    Export,
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::Parser;
-use token_sidecar::cli::{Cli, Command};
+use token_sidecar::cli::{CaCommand, Cli, Command};
 use token_sidecar::config::Config;
 use token_sidecar::tokens::algorithm::{algorithm_names, parse_algorithm};
 
@@ -18,6 +18,46 @@ fn main() -> ExitCode {
         Command::Check => check(&cli),
         Command::Sign { name } => sign(&cli, name),
         Command::Keygen { alg, bits, out, name, kid } => keygen(alg, *bits, out, name, kid.as_deref()),
+        Command::Ca(CaCommand::Init { out }) => ca_init(out),
+        Command::Ca(CaCommand::Export) => ca_export(&cli),
+    }
+}
+
+fn ca_init(out: &std::path::Path) -> ExitCode {
+    match token_sidecar::tls::generate_ca(out) {
+        Ok((cert, key)) => {
+            eprintln!("wrote {} and {} (keep the key private)", cert.display(), key.display());
+            println!("[tls]\nca_cert = \"{}\"\nca_key = \"{}\"", cert.display(), key.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ca_export(cli: &Cli) -> ExitCode {
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(tls) = &config.tls else {
+        eprintln!("{} has no [tls] section; create a CA with `token-sidecar ca init` first", cli.config.display());
+        return ExitCode::FAILURE;
+    };
+    match std::fs::read_to_string(&tls.ca_cert) {
+        Ok(pem) => {
+            print!("{pem}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", tls.ca_cert.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

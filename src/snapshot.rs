@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue};
 use crate::config::{Config, RouteDefinition};
 use crate::proxy::upstream::Upstream;
 use crate::routes::RouteTable;
+use crate::tls::Interceptor;
 use crate::store::{Mint, TokenCell};
 use crate::substitute::{Resolution, Resolve};
 use crate::tokens::MintError;
@@ -37,6 +38,8 @@ pub struct Snapshot {
     pub compiled: Vec<CompiledRoute>,
     pub cells: HashMap<String, Arc<TokenCell>>,
     pub upstream: Arc<Upstream>,
+    /// Present when `[tls]` is configured: terminates CONNECT tunnels to routed hosts.
+    pub interceptor: Option<Arc<Interceptor>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -54,6 +57,8 @@ pub enum BuildError {
     Routes(#[from] crate::routes::RouteError),
     #[error("upstream client: {0}")]
     Upstream(String),
+    #[error("TLS interception: {0}")]
+    Tls(#[from] crate::tls::CaError),
 }
 
 impl Snapshot {
@@ -107,7 +112,12 @@ impl Snapshot {
             Some(p) if p.config.proxy.same_upstream_settings(&config.proxy) => Arc::clone(&p.upstream),
             _ => Arc::new(Upstream::new(&config.proxy).map_err(BuildError::Upstream)?),
         };
-        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream })
+        let interceptor = match (&config.tls, previous.and_then(|p| p.interceptor.as_ref())) {
+            (None, _) => None,
+            (Some(tls), Some(old)) if old.same_settings(tls) => Some(Arc::clone(old)),
+            (Some(tls), _) => Some(Arc::new(Interceptor::load(tls)?)),
+        };
+        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream, interceptor })
     }
 
     /// Whether every token has a current, unexpired value.

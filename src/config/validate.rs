@@ -35,6 +35,11 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
             .as_ref()
             .map_or(1000, |n| positive(n, "tls.leaf_cache_size", &mut c).unwrap_or(1000)),
     });
+    if let (Some(settings), Some(raw_tls)) = (&tls, &raw.tls) {
+        if let Err(e) = crate::tls::load_ca(settings) {
+            c.error(raw_tls.ca_cert.span(), "tls", e.to_string());
+        }
+    }
     let echo = raw.echo.as_ref().map(|e| socket_addr(&e.listen, "echo.listen", &mut c));
 
     let mut tokens = BTreeMap::new();

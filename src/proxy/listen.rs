@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -39,14 +38,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let entry = entry.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            let entry = entry.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, &entry).await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(proxy.clone(), entry.clone()));
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             let _open = OpenConnection::new();
@@ -56,6 +48,41 @@ pub async fn serve(
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
+    }
+}
+
+/// The hyper service for one connection: every request goes to [`Proxy::handle`].
+#[derive(Clone)]
+struct ProxyService {
+    proxy: Proxy,
+    entry: Entry,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyService {
+    type Response = http::Response<super::ProxyBody>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let proxy = self.proxy.clone();
+        let entry = self.entry.clone();
+        Box::pin(async move { Ok(proxy.handle(req, &entry).await) })
+    }
+}
+
+fn service(proxy: Proxy, entry: Entry) -> ProxyService {
+    ProxyService { proxy, entry }
+}
+
+/// Serves one already-established connection (an intercepted tunnel) to its end.
+pub async fn serve_connection<I>(io: I, proxy: Proxy, entry: Entry)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let _open = OpenConnection::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection(io, service(proxy, entry)).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

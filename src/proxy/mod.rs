@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 
 use crate::snapshot::Snapshot;
 pub use target::{Entry, ReverseTarget, TunnelTarget};
+pub use tunnel::ok_empty;
 
 /// Errors carried inside bodies (client or upstream I/O, a refused placeholder).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,106 @@
+//! Leaf certificates for intercepted hosts, minted on first use and cached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::ca::{load_ca, CaError, LoadedCa};
+use crate::config::TlsSettings;
+use crate::proxy::upstream::crypto_provider;
+
+/// How long a leaf certificate is valid.
+const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Cached leaves are replaced after half their lifetime, long before they expire.
+const LEAF_REFRESH_AFTER: Duration = Duration::from_secs(7 * 24 * 3600 / 2);
+
+/// Mints and caches a TLS server config per intercepted host.
+pub struct Interceptor {
+    ca: LoadedCa,
+    /// One key for every leaf: generating a key per host would cost more than the signature.
+    leaf_key: KeyPair,
+    settings: TlsSettings,
+    cache: Mutex<HashMap<String, (Arc<ServerConfig>, Instant)>>,
+}
+
+impl std::fmt::Debug for Interceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interceptor").field("ca_cert", &self.settings.ca_cert).finish_non_exhaustive()
+    }
+}
+
+impl Interceptor {
+    pub fn load(settings: &TlsSettings) -> Result<Interceptor, CaError> {
+        let ca = load_ca(settings)?;
+        let leaf_key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Generate(e.to_string()))?;
+        Ok(Interceptor { ca, leaf_key, settings: settings.clone(), cache: Mutex::new(HashMap::new()) })
+    }
+
+    /// Whether this interceptor was built from the same settings (so a reload can keep it).
+    pub fn same_settings(&self, settings: &TlsSettings) -> bool {
+        &self.settings == settings
+    }
+
+    /// The CA certificate clients must trust, in PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+
+    /// Number of cached leaf configs (bounded by `leaf_cache_size`).
+    pub fn cache_len(&self) -> usize {
+        self.cache.lock().map_or(0, |c| c.len())
+    }
+
+    /// The server config presenting a certificate for `host`, from the cache when fresh.
+    pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let now = Instant::now();
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((config, minted)) = cache.get(&host) {
+                if now.duration_since(*minted) < LEAF_REFRESH_AFTER {
+                    return Ok(Arc::clone(config));
+                }
+            }
+        }
+        let config = Arc::new(self.mint(&host)?);
+        metrics::counter!("tls_leaf_certificates_minted_total").increment(1);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= self.settings.leaf_cache_size && !cache.contains_key(&host) {
+                // Evict the oldest entry: a simple bound that keeps hot hosts (re-minted
+                // entries are young) without a full LRU.
+                if let Some(oldest) = cache.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
+                    cache.remove(&oldest);
+                }
+            }
+            cache.insert(host, (Arc::clone(&config), now));
+        }
+        Ok(config)
+    }
+
+    fn mint(&self, host: &str) -> Result<ServerConfig, CaError> {
+        let generate = |e: rcgen::Error| CaError::Generate(e.to_string());
+        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(generate)?;
+        params.distinguished_name.push(DnType::CommonName, host);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::try_from(LEAF_LIFETIME).unwrap_or(time::Duration::days(7));
+        let cert = params.signed_by(&self.leaf_key, &self.ca.issuer).map_err(generate)?;
+        let chain = vec![cert.der().clone(), CertificateDer::clone(&self.ca.cert_der)];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key.serialize_der()));
+        let mut config = ServerConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| CaError::Generate(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| CaError::Generate(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
