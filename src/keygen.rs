@@ -50,7 +50,8 @@ pub fn generate(
     }
     std::fs::create_dir_all(dir).map_err(|source| KeygenError::Write { path: dir.to_path_buf(), source })?;
     let alg_name = algorithm_name(alg);
-    let kid_line = kid.map(|k| format!("kid = \"{k}\"\n")).unwrap_or_default();
+    let kid_line = kid.map(|k| format!("kid = {}\n", toml_string(k))).unwrap_or_default();
+    let table = toml_table_key(name);
 
     if family == KeyFamily::Hmac {
         let len = match alg {
@@ -63,8 +64,8 @@ pub fn generate(
         write_new(&path, base64::engine::general_purpose::STANDARD.encode(secret).as_bytes(), true)?;
         return Ok(Generated {
             config_snippet: format!(
-                "[tokens.{name}]\nalgorithm = \"{alg_name}\"\nkey_type = \"Base64Secret\"\nkey_file = \"{}\"\nttl = \"15m\"\n{kid_line}",
-                path.display()
+                "[tokens.{table}]\nalgorithm = \"{alg_name}\"\nkey_type = \"Base64Secret\"\nkey_file = {}\nttl = \"15m\"\n{kid_line}",
+                toml_string(&path.display().to_string())
             ),
             files: vec![path],
         });
@@ -120,12 +121,26 @@ pub fn generate(
     write_new(&jwk_path, format!("{jwk_json}\n").as_bytes(), false)?;
     Ok(Generated {
         config_snippet: format!(
-            "[tokens.{name}]\nalgorithm = \"{alg_name}\"\nkey_type = \"{}\"\nkey_file = \"{}\"\nttl = \"15m\"\n{kid_line}",
+            "[tokens.{table}]\nalgorithm = \"{alg_name}\"\nkey_type = \"{}\"\nkey_file = {}\nttl = \"15m\"\n{kid_line}",
             key_type.name(),
-            key_path.display()
+            toml_string(&key_path.display().to_string())
         ),
         files: vec![key_path, pub_path, jwk_path],
     })
+}
+
+/// A TOML string literal, escaped.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A TOML key: bare when it can be, quoted otherwise (a dotted name must not nest tables).
+fn toml_table_key(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        s.to_string()
+    } else {
+        toml_string(s)
+    }
 }
 
 /// Creates a file that must not exist yet; private material gets mode 0600 from the start.

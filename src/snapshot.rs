@@ -15,9 +15,9 @@ use http::{HeaderName, HeaderValue};
 use crate::config::{Config, RouteDefinition};
 use crate::proxy::upstream::Upstream;
 use crate::routes::RouteTable;
-use crate::tls::Interceptor;
 use crate::store::{Mint, TokenCell};
 use crate::substitute::{Resolution, Resolve};
+use crate::tls::Interceptor;
 use crate::tokens::MintError;
 
 /// One route, ready for the request path.

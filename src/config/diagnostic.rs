@@ -75,7 +75,9 @@ impl<'a> Collector<'a> {
         self.found.is_empty()
     }
 
-    pub fn finish(self) -> Result<(), ConfigErrors> {
+    /// All problems, in file order.
+    pub fn finish(mut self) -> Result<(), ConfigErrors> {
+        self.found.sort_by_key(|d| (d.line, d.column));
         if self.found.is_empty() {
             Ok(())
         } else {

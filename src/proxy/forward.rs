@@ -153,26 +153,15 @@ async fn send(
 /// Maps an upstream client error to what the user should be told.
 fn classify(err: &hyper_util::client::legacy::Error, target: &Target) -> ProxyError {
     let host = target.authority.to_string();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut timed_out = false;
-    while let Some(e) = source {
+    for e in error_chain(err) {
         if let Some(r) = e.downcast_ref::<Refused>() {
             return ProxyError::Refused(r.clone());
         }
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return ProxyError::UpstreamTls { host, reason: tls.to_string() };
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-            if let Some(inner) = io.get_ref() {
-                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                    return ProxyError::UpstreamTls { host, reason: tls.to_string() };
-                }
-                timed_out |= inner.to_string().contains("timed out");
-            }
-        }
-        timed_out |= e.to_string().contains("timed out");
-        source = e.source();
+        timed_out |= e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
     }
     if timed_out {
         ProxyError::UpstreamTimeout(host)
@@ -181,4 +170,16 @@ fn classify(err: &hyper_util::client::legacy::Error, target: &Target) -> ProxyEr
     } else {
         ProxyError::UpstreamFailed(host)
     }
+}
+
+/// Every error in a chain. `io::Error::source` skips the error it wraps (it returns that
+/// error's source), and TLS failures arrive as io errors wrapping io errors wrapping
+/// `rustls::Error`, so io errors are entered through `get_ref` instead.
+fn error_chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+        None => e.source(),
+    })
 }

@@ -120,8 +120,9 @@ pub fn target_of(entry: &Entry, parts: &Parts, proxy_addr: &str) -> Result<Targe
                 return Err(ProxyError::BadRequest("request inside the tunnel names no host".into()));
             }
             for name in named {
+                // A Host without a port names the tunnel's host; an explicit port must agree.
                 let matches = name.parse::<Authority>().is_ok_and(|a| {
-                    a.host().eq_ignore_ascii_case(&tunnel.host) && a.port_u16().unwrap_or(443) == tunnel.port
+                    a.host().eq_ignore_ascii_case(&tunnel.host) && a.port_u16().is_none_or(|p| p == tunnel.port)
                 });
                 if !matches {
                     return Err(ProxyError::Misdirected {

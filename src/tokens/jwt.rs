@@ -160,9 +160,13 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
                 Some((var, default)) => (var, Some(default)),
                 None => (&after[..end], None),
             };
-            let val = lookup(var).or_else(|| default.map(str::to_string)).ok_or_else(|| {
-                format!("environment variable {var} is not set (write ${{{var}:-default}} to fall back)")
-            })?;
+            // As in the shell, `:-` falls back when the variable is unset or empty.
+            let val = lookup(var)
+                .filter(|v| default.is_none() || !v.is_empty())
+                .or_else(|| default.map(str::to_string))
+                .ok_or_else(|| {
+                    format!("environment variable {var} is not set (write ${{{var}:-default}} to fall back)")
+                })?;
             out.push_str(&val);
             rest = &after[end + 1..];
         } else {

@@ -144,6 +144,13 @@ fn from_der(alg: Algorithm, key_type: KeyType, der: &[u8]) -> Result<EncodingKey
 /// RSA: jsonwebtoken wants PKCS#1 DER, or PEM it converts itself; PKCS#8 DER is re-wrapped as
 /// PEM so jsonwebtoken's own converter extracts the PKCS#1 part.
 fn rsa(der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
+    // aws-lc-rs refuses keys outside 2048..=8192 bits without saying why, so read the
+    // modulus size from the DER first to give the real reason.
+    if let Some(bits) = rsa_modulus_bits(der) {
+        if bits < 2048 {
+            return Some(Err(KeyError::RsaTooSmall { bits }));
+        }
+    }
     let (pair, pkcs1) = match RsaKeyPair::from_der(der) {
         Ok(pair) => (pair, true),
         Err(_) => (RsaKeyPair::from_pkcs8(der).ok()?, false),
@@ -191,6 +198,53 @@ fn ed(der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
             .map(|doc| EncodingKey::from_ed_der(doc.as_ref()))
             .map_err(|_| KeyError::Malformed { expected: "an Ed25519 private key", reason: "cannot re-encode".into() }),
     )
+}
+
+/// Reads one DER element: (tag, contents, rest).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The modulus size of an RSA private key in PKCS#1 or PKCS#8 DER, if it is one.
+fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
+    const SEQUENCE: u8 = 0x30;
+    const INTEGER: u8 = 0x02;
+    const OCTET_STRING: u8 = 0x04;
+    let (tag, body, _) = der_element(der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, _version, rest) = der_element(body)?;
+    if tag != INTEGER {
+        return None;
+    }
+    let (tag, second, rest) = der_element(rest)?;
+    let modulus = match tag {
+        // PKCS#1: version, modulus, ...
+        INTEGER => second,
+        // PKCS#8: version, AlgorithmIdentifier, OCTET STRING { PKCS#1 }
+        SEQUENCE => {
+            let (tag, inner, _) = der_element(rest)?;
+            if tag != OCTET_STRING {
+                return None;
+            }
+            return rsa_modulus_bits(inner);
+        }
+        _ => return None,
+    };
+    let significant = modulus.iter().skip_while(|b| **b == 0).count();
+    Some(significant * 8)
 }
 
 /// PEM text for DER bytes, 64 columns per line as RFC 7468 asks.

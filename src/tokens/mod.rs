@@ -200,7 +200,12 @@ impl TokenDefinition {
         };
         let def = TokenDefinition {
             name: ctx.name.to_string(),
-            fingerprint: fingerprint(&[format!("{r:?}").as_bytes(), &material]),
+            fingerprint: fingerprint(&[
+                format!("{alg:?} {kt:?} {ttl:?} {refresh_before:?} {auto:?}").as_bytes(),
+                serde_json::to_string(&header).unwrap_or_default().as_bytes(),
+                serde_json::Value::Object(claims.clone()).to_string().as_bytes(),
+                &material,
+            ]),
             kind: TokenKind::Jwt(JwtDefinition { algorithm: alg, key, header, claims, auto }),
             ttl,
             refresh_before,

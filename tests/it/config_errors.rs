@@ -177,12 +177,13 @@ tokens = ["missing"]
 auth_token = "gone"
 "#,
     );
+    // Errors come in file order.
     let got: Vec<(&str, usize)> = errors.iter().map(|e| (e.key_path.as_str(), e.line)).collect();
     assert_eq!(
         got,
         [
-            ("tokens.a.ttl", 4),
             ("tokens.a", 1),
+            ("tokens.a.ttl", 4),
             ("tokens.b", 6),
             ("tokens.b.key_type", 7),
             ("tokens.b.refresh_before", 10),

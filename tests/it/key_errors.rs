@@ -246,8 +246,6 @@ fn rsa_1024_key_is_rejected() {
 }
 
 #[test]
-#[ignore = "BUG: aws-lc-rs refuses RSA keys under 2048 bits at parse time, so the RsaTooSmall check in keys.rs is \
-            unreachable and a 1024-bit key is reported as Malformed \"not a private key this program can read\""]
 fn rsa_1024_key_says_it_is_too_small() {
     let k = keys();
     assert_rejected("RS256", "RsaPem", &k.rsa1024_pem, KeyError::RsaTooSmall { bits: 1024 });

@@ -135,11 +135,23 @@ async fn leaf_certificates_are_cached_and_the_cache_stays_bounded() {
         assert!(world.interceptor().cache_len() <= 4, "cache bound is leaf_cache_size");
     }
     // The same host twice in a row presents the very same certificate (cached).
-    let a = peer_cert(&tls_client(connect(world.sidecar.proxy_addr, "h9.cache.test:443").await.unwrap(), &[&ca], "h9.cache.test").await.unwrap());
-    let b = peer_cert(&tls_client(connect(world.sidecar.proxy_addr, "h9.cache.test:443").await.unwrap(), &[&ca], "h9.cache.test").await.unwrap());
+    let a = peer_cert(
+        &tls_client(connect(world.sidecar.proxy_addr, "h9.cache.test:443").await.unwrap(), &[&ca], "h9.cache.test")
+            .await
+            .unwrap(),
+    );
+    let b = peer_cert(
+        &tls_client(connect(world.sidecar.proxy_addr, "h9.cache.test:443").await.unwrap(), &[&ca], "h9.cache.test")
+            .await
+            .unwrap(),
+    );
     assert_eq!(a, b);
     // h0 was evicted long ago: it gets a newly minted certificate.
-    let again = peer_cert(&tls_client(connect(world.sidecar.proxy_addr, "h0.cache.test:443").await.unwrap(), &[&ca], "h0.cache.test").await.unwrap());
+    let again = peer_cert(
+        &tls_client(connect(world.sidecar.proxy_addr, "h0.cache.test:443").await.unwrap(), &[&ca], "h0.cache.test")
+            .await
+            .unwrap(),
+    );
     assert_ne!(Some(again), first_cert);
 }
 

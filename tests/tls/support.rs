@@ -11,12 +11,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::client::TlsStream;
 use token_sidecar::config::Config;
 use token_sidecar::server::Sidecar;
 use token_sidecar::tls::Interceptor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -101,7 +101,9 @@ impl TlsUpstream {
                                 uri: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
                                 headers: req.headers().clone(),
                             });
-                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("upstream ok"))))
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                                "upstream ok",
+                            ))))
                         }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -260,12 +262,7 @@ pub fn peer_cert(tls: &TlsStream<TcpStream>) -> Vec<u8> {
 }
 
 /// Sends one GET over an established TLS stream; returns status and body text.
-pub async fn get_over(
-    tls: TlsStream<TcpStream>,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
+pub async fn get_over(tls: TlsStream<TcpStream>, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     let mut req = http::Request::get(path).header("host", host);
