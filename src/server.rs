@@ -31,6 +31,30 @@ pub struct Sidecar {
     pub echo_addr: Option<SocketAddr>,
     /// Bound addresses of the reverse listeners, in config order.
     pub listener_addrs: Vec<SocketAddr>,
+    /// The listener settings the sockets were bound with; a reload cannot change them.
+    bound: BoundSettings,
+}
+
+/// Settings that only take effect at start-up.
+#[derive(Debug, Clone, PartialEq)]
+struct BoundSettings {
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    echo: Option<SocketAddr>,
+    listeners: Vec<(SocketAddr, http::Uri)>,
+    worker_threads: usize,
+}
+
+impl BoundSettings {
+    fn of(config: &Config) -> BoundSettings {
+        BoundSettings {
+            proxy: config.proxy.listen,
+            admin: config.admin.listen,
+            echo: config.echo,
+            listeners: config.listeners.iter().map(|l| (l.listen, l.upstream.clone())).collect(),
+            worker_threads: config.proxy.worker_threads,
+        }
+    }
 }
 
 /// Why the sidecar could not start.
@@ -66,6 +90,7 @@ impl Sidecar {
             reverse.push((bind(l.listen, "reverse listener").await?, target));
         }
         let grace = config.proxy.shutdown_grace;
+        let bound = BoundSettings::of(&config);
 
         let snapshot = Snapshot::build_with(config, None, minters).await?;
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -90,12 +115,40 @@ impl Sidecar {
         }
         tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy, watcher, grace));
         tracing::info!(%proxy_addr, %admin_addr, "token-sidecar ready");
-        Ok(Sidecar { state, shutdown, tasks, proxy_addr, admin_addr, echo_addr, listener_addrs })
+        Ok(Sidecar { state, shutdown, tasks, proxy_addr, admin_addr, echo_addr, listener_addrs, bound })
     }
 
     /// The shared state cell, for reloads and inspection.
     pub fn state(&self) -> &Arc<ArcSwap<Snapshot>> {
         &self.state
+    }
+
+    /// Start-up-only settings that differ in `config`, named for a log line.
+    pub fn listener_changes(&self, config: &Config) -> Vec<&'static str> {
+        let new = BoundSettings::of(config);
+        let mut changes = Vec::new();
+        if new.proxy != self.bound.proxy {
+            changes.push("[proxy] listen");
+        }
+        if new.admin != self.bound.admin {
+            changes.push("[admin] listen");
+        }
+        if new.echo != self.bound.echo {
+            changes.push("[echo] listen");
+        }
+        if new.listeners != self.bound.listeners {
+            changes.push("[[listeners]]");
+        }
+        if new.worker_threads != self.bound.worker_threads {
+            changes.push("[proxy] worker_threads");
+        }
+        changes
+    }
+
+    /// Watches the config file and key files and reloads on change (and on SIGHUP), until
+    /// the returned task is aborted. The binary does this; tests call it directly.
+    pub async fn watch_config(&self, path: &Path) {
+        crate::reload::watch(path, self).await;
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, and returns.

@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub upstream: Arc<Upstream>,
     /// Present when `[tls]` is configured: terminates CONNECT tunnels to routed hosts.
     pub interceptor: Option<Arc<Interceptor>>,
+    /// Digest of the config and key files this snapshot was built from, so a file event that
+    /// changed nothing does not rebuild.
+    pub files_digest: [u8; 32],
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -117,7 +120,8 @@ impl Snapshot {
             (Some(tls), Some(old)) if old.same_settings(tls) => Some(Arc::clone(old)),
             (Some(tls), _) => Some(Arc::new(Interceptor::load(tls)?)),
         };
-        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream, interceptor })
+        let files_digest = crate::reload::digest_files(&config.watched_files);
+        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream, interceptor, files_digest })
     }
 
     /// Whether every token has a current, unexpired value.
