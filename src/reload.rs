@@ -110,7 +110,8 @@ pub async fn run_until_stopped(path: &Path, sidecar: &Sidecar) {
 pub async fn watch(path: &Path, sidecar: &Sidecar) {
     let (tx, mut events) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reads (including our own) are not changes.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = tx.send(());
         }
     });
@@ -123,6 +124,8 @@ pub async fn watch(path: &Path, sidecar: &Sidecar) {
     };
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     let mut hangup = hangup_signal();
+    // A rejected config is reported once, not again on every unrelated event.
+    let mut last_rejected: Option<[u8; 32]> = None;
     loop {
         // Keep watching every folder the current config depends on (key files may move).
         if let Some(w) = watcher.as_mut() {
@@ -148,7 +151,11 @@ pub async fn watch(path: &Path, sidecar: &Sidecar) {
                 tracing::info!("SIGHUP: reloading");
             }
         }
-        let _ = reload(path, sidecar).await;
+        let attempted = digest_files(&sidecar.state().load().config.watched_files);
+        if last_rejected == Some(attempted) {
+            continue;
+        }
+        last_rejected = reload(path, sidecar).await.is_err().then_some(attempted);
     }
 }
 
