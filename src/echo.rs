@@ -26,6 +26,24 @@ pub async fn serve(listener: TcpListener) {
     }
 }
 
+/// Serves the echo over TLS with certificates from the interception CA, so the HTTPS_PROXY
+/// demo needs no outside server either.
+pub async fn serve_tls(listener: TcpListener, interceptor: std::sync::Arc<crate::tls::Interceptor>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let interceptor = std::sync::Arc::clone(&interceptor);
+        tokio::spawn(async move {
+            let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+            let Ok(start) = acceptor.await else { return };
+            let name = start.client_hello().server_name().unwrap_or("localhost").to_string();
+            let Ok(config) = interceptor.server_config(&name) else { return };
+            let Ok(tls) = start.into_stream(config).await else { return };
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection(TokioIo::new(tls), service_fn(echo)).await;
+        });
+    }
+}
+
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let headers: serde_json::Map<String, serde_json::Value> = parts

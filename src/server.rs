@@ -29,6 +29,8 @@ pub struct Sidecar {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub echo_addr: Option<SocketAddr>,
+    /// The echo upstream's TLS address, when `[echo] tls_listen` is set.
+    pub echo_tls_addr: Option<SocketAddr>,
     /// Bound addresses of the reverse listeners, in config order.
     pub listener_addrs: Vec<SocketAddr>,
     /// The listener settings the sockets were bound with; a reload cannot change them.
@@ -40,7 +42,7 @@ pub struct Sidecar {
 struct BoundSettings {
     proxy: SocketAddr,
     admin: SocketAddr,
-    echo: Option<SocketAddr>,
+    echo: Option<crate::config::EchoSettings>,
     listeners: Vec<(SocketAddr, http::Uri)>,
     worker_threads: usize,
 }
@@ -64,6 +66,8 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Build(#[from] BuildError),
+    #[error("{0}")]
+    Ca(#[from] crate::tls::CaError),
 }
 
 impl Sidecar {
@@ -80,8 +84,16 @@ impl Sidecar {
         if !config.admin.listen.ip().is_loopback() {
             tracing::warn!(addr = %config.admin.listen, "admin listener is not on loopback; /tokens and /metrics are reachable from the network");
         }
+        if let Some(tls) = config.tls.as_ref().filter(|t| t.pending_generation()) {
+            crate::tls::generate_ca_files(&tls.ca_cert, &tls.ca_key)?;
+            tracing::info!(ca_cert = %tls.ca_cert.display(), "created a new interception CA (generate_if_missing)");
+        }
         let echo_listener = match config.echo {
-            Some(addr) => Some(bind(addr, "echo").await?),
+            Some(echo) => Some(bind(echo.listen, "echo").await?),
+            None => None,
+        };
+        let echo_tls_listener = match config.echo.and_then(|e| e.tls_listen) {
+            Some(addr) => Some(bind(addr, "echo TLS").await?),
             None => None,
         };
         let mut reverse = Vec::new();
@@ -102,10 +114,14 @@ impl Sidecar {
         let proxy_addr = addr(&proxy_listener);
         let admin_addr = addr(&admin_listener);
         let echo_addr = echo_listener.as_ref().map(addr);
+        let echo_tls_addr = echo_tls_listener.as_ref().map(addr);
         let listener_addrs = reverse.iter().map(|(l, _)| addr(l)).collect();
 
         if let Some(listener) = echo_listener {
             tasks.spawn(crate::echo::serve(listener));
+        }
+        if let (Some(listener), Some(interceptor)) = (echo_tls_listener, state.load().interceptor.clone()) {
+            tasks.spawn(crate::echo::serve_tls(listener, interceptor));
         }
         tasks.spawn(crate::admin::serve(admin_listener, Arc::clone(&state), watcher.clone()));
         for (listener, target) in reverse {
@@ -115,7 +131,7 @@ impl Sidecar {
         }
         tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy, watcher, grace));
         tracing::info!(%proxy_addr, %admin_addr, "token-sidecar ready");
-        Ok(Sidecar { state, shutdown, tasks, proxy_addr, admin_addr, echo_addr, listener_addrs, bound })
+        Ok(Sidecar { state, shutdown, tasks, proxy_addr, admin_addr, echo_addr, echo_tls_addr, listener_addrs, bound })
     }
 
     /// The shared state cell, for reloads and inspection.

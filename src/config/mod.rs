@@ -27,8 +27,8 @@ pub struct Config {
     pub proxy: ProxySettings,
     pub admin: AdminSettings,
     pub tls: Option<TlsSettings>,
-    /// Address of the built-in echo upstream, when enabled.
-    pub echo: Option<SocketAddr>,
+    /// The built-in echo upstream, when enabled.
+    pub echo: Option<EchoSettings>,
     pub tokens: BTreeMap<String, TokenDefinition>,
     pub routes: Vec<RouteDefinition>,
     pub listeners: Vec<ListenerDefinition>,
@@ -103,6 +103,23 @@ pub struct TlsSettings {
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub leaf_cache_size: usize,
+    /// Create the CA at start-up when neither file exists (for demos and first runs).
+    pub generate_if_missing: bool,
+}
+
+impl TlsSettings {
+    /// Whether the CA is still to be created at start-up.
+    pub fn pending_generation(&self) -> bool {
+        self.generate_if_missing && !self.ca_cert.exists() && !self.ca_key.exists()
+    }
+}
+
+/// `[echo]`: the built-in echo upstream's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoSettings {
+    pub listen: SocketAddr,
+    /// Also serve the echo over TLS, with a certificate from the `[tls]` CA.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 /// One `[[routes]]` entry after validation.

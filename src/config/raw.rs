@@ -56,6 +56,7 @@ pub struct RawTls {
     pub ca_cert: Spanned<String>,
     pub ca_key: Spanned<String>,
     pub leaf_cache_size: Option<Spanned<i64>>,
+    pub generate_if_missing: Option<Spanned<bool>>,
 }
 
 /// `[echo]`: a built-in upstream that answers every request with what it received.
@@ -63,6 +64,7 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawEcho {
     pub listen: Spanned<String>,
+    pub tls_listen: Option<Spanned<String>>,
 }
 
 /// `[tokens.NAME]`: how to mint one token.

@@ -34,13 +34,24 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
             .leaf_cache_size
             .as_ref()
             .map_or(1000, |n| positive(n, "tls.leaf_cache_size", &mut c).unwrap_or(1000)),
+        generate_if_missing: t.generate_if_missing.as_ref().is_some_and(|b| *b.get_ref()),
     });
     if let (Some(settings), Some(raw_tls)) = (&tls, &raw.tls) {
-        if let Err(e) = crate::tls::load_ca(settings) {
-            c.error(raw_tls.ca_cert.span(), "tls", e.to_string());
+        if !settings.pending_generation() {
+            if let Err(e) = crate::tls::load_ca(settings) {
+                c.error(raw_tls.ca_cert.span(), "tls", e.to_string());
+            }
         }
     }
-    let echo = raw.echo.as_ref().map(|e| socket_addr(&e.listen, "echo.listen", &mut c));
+    let echo = raw.echo.as_ref().map(|e| EchoSettings {
+        listen: socket_addr(&e.listen, "echo.listen", &mut c),
+        tls_listen: e.tls_listen.as_ref().map(|l| {
+            if raw.tls.is_none() {
+                c.error(l.span(), "echo.tls_listen", "needs a [tls] section: its CA signs the echo's certificate");
+            }
+            socket_addr(l, "echo.tls_listen", &mut c)
+        }),
+    });
 
     let mut tokens = BTreeMap::new();
     for (name, raw_token) in &raw.tokens {

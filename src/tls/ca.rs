@@ -36,12 +36,20 @@ pub struct LoadedCa {
 pub fn generate_ca(dir: &Path) -> Result<(PathBuf, PathBuf), CaError> {
     let cert_path = dir.join("ca.pem");
     let key_path = dir.join("ca.key");
-    for p in [&cert_path, &key_path] {
+    generate_ca_files(&cert_path, &key_path)?;
+    Ok((cert_path, key_path))
+}
+
+/// Creates a new CA at exactly these paths; neither may exist yet.
+pub fn generate_ca_files(cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
+    for p in [cert_path, key_path] {
         if p.exists() {
-            return Err(CaError::Exists(p.clone()));
+            return Err(CaError::Exists(p.to_path_buf()));
+        }
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| CaError::Write { path: dir.to_path_buf(), source })?;
         }
     }
-    std::fs::create_dir_all(dir).map_err(|source| CaError::Write { path: dir.to_path_buf(), source })?;
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Generate(e.to_string()))?;
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, "token-sidecar local CA");
@@ -52,9 +60,8 @@ pub fn generate_ca(dir: &Path) -> Result<(PathBuf, PathBuf), CaError> {
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(3650);
     let cert = params.self_signed(&key).map_err(|e| CaError::Generate(e.to_string()))?;
-    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
-    Ok((cert_path, key_path))
+    write_new(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(cert_path, cert.pem().as_bytes(), 0o644)
 }
 
 /// Loads and checks the CA named by `[tls]`.

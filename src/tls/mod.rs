@@ -11,6 +11,6 @@ mod ca;
 mod intercept;
 mod leaf;
 
-pub use ca::{generate_ca, load_ca, CaError, LoadedCa};
+pub use ca::{generate_ca, generate_ca_files, load_ca, CaError, LoadedCa};
 pub use intercept::intercept;
 pub use leaf::Interceptor;
