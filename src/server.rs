@@ -129,7 +129,7 @@ impl Sidecar {
             let entry = Entry::Reverse(Arc::new(target));
             tasks.spawn(crate::proxy::listen::serve(listener, proxy.clone(), entry, watcher.clone(), grace));
         }
-        tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy, watcher, grace));
+        tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy(proxy_addr), watcher, grace));
         tracing::info!(%proxy_addr, %admin_addr, "token-sidecar ready");
         Ok(Sidecar { state, shutdown, tasks, proxy_addr, admin_addr, echo_addr, echo_tls_addr, listener_addrs, bound })
     }

@@ -251,6 +251,21 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
             http::HeaderValue::from_str(v.get_ref())
                 .map_err(|_| c.error(v.span(), &key, "not a valid HTTP header value"))
                 .ok()?;
+            let check = TemplateCheck {
+                bound: bindings.keys().cloned().collect(),
+                configured: raw.tokens.keys().cloned().collect(),
+            };
+            if let Err(refused) = crate::substitute::substitute(v.get_ref().as_bytes(), &check) {
+                c.error(
+                    v.span(),
+                    &key,
+                    format!(
+                        "uses {{/{}}}, a token this route does not bind; add it to `tokens` or `placeholders`",
+                        refused.name
+                    ),
+                );
+                return None;
+            }
             Some((name, v.get_ref().clone()))
         })
         .collect();
@@ -276,6 +291,25 @@ fn check_route_table(raw: &RawConfig, routes: &[RouteDefinition], c: &mut Collec
     if let Err(e) = crate::routes::RouteTable::new(routes.iter().map(|r| r.spec(())).collect()) {
         let span = raw.routes.first().map_or(0..0, Spanned::span);
         c.error(span, "routes", e.to_string());
+    }
+}
+
+/// Checks a `set_headers` template: every configured token it names must be bound.
+struct TemplateCheck {
+    bound: std::collections::BTreeSet<String>,
+    configured: std::collections::BTreeSet<String>,
+}
+
+impl crate::substitute::Resolve for TemplateCheck {
+    fn resolve(&self, name: &str) -> crate::substitute::Resolution {
+        use crate::substitute::Resolution;
+        if self.bound.contains(name) {
+            Resolution::Value(bytes::Bytes::new())
+        } else if self.configured.contains(name) {
+            Resolution::Forbidden
+        } else {
+            Resolution::Unknown
+        }
     }
 }
 

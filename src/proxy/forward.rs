@@ -43,7 +43,7 @@ async fn run(
     route_name: &mut Arc<str>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    let target = target_of(entry, &parts, &snapshot.config.proxy.listen.to_string())?;
+    let target = target_of(entry, &parts)?;
     let path = target.path_and_query.split('?').next().unwrap_or("/");
     let route = snapshot.routes.find(target.scheme, &target.host, target.port, path, &parts.method).copied();
 

@@ -48,7 +48,7 @@ impl Proxy {
 
     /// Serves one request that arrived through `entry`.
     pub async fn handle(&self, req: Request<Incoming>, entry: &Entry) -> Response<ProxyBody> {
-        if req.method() == Method::CONNECT && matches!(entry, Entry::Proxy) {
+        if req.method() == Method::CONNECT && matches!(entry, Entry::Proxy(_)) {
             return tunnel::connect(self, req).await;
         }
         forward::forward(self.snapshot(), entry, req).await

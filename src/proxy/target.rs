@@ -17,7 +17,8 @@ use crate::routes::Scheme;
 #[derive(Clone, Debug)]
 pub enum Entry {
     /// The forward-proxy port: absolute-form requests (HTTP_PROXY) and CONNECT (HTTPS_PROXY).
-    Proxy,
+    /// Carries its bound address for the hint given to clients that forgot to use it as one.
+    Proxy(std::net::SocketAddr),
     /// A reverse listener: every request goes to one upstream base URL.
     Reverse(Arc<ReverseTarget>),
     /// Inside an intercepted CONNECT tunnel: every request must be for the tunnel's host.
@@ -83,12 +84,14 @@ fn path_and_query(uri: &Uri) -> &str {
 }
 
 /// Works out the target of a request that arrived through `entry`.
-pub fn target_of(entry: &Entry, parts: &Parts, proxy_addr: &str) -> Result<Target, ProxyError> {
+pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
     match entry {
-        Entry::Proxy => {
+        Entry::Proxy(proxy_addr) => {
             let (Some(scheme), Some(authority)) = (parts.uri.scheme(), parts.uri.authority()) else {
                 return Err(ProxyError::NotAProxyRequest(proxy_addr.to_string()));
             };
+            // `user:password@` never goes into Host, logs or errors.
+            let authority = &without_userinfo(authority);
             let scheme = scheme_of(scheme)
                 .ok_or_else(|| ProxyError::BadRequest(format!("unsupported scheme {scheme} (use http or https)")))?;
             Ok(Target {
@@ -139,6 +142,13 @@ pub fn target_of(entry: &Entry, parts: &Parts, proxy_addr: &str) -> Result<Targe
                 path_and_query: path_and_query(&parts.uri).to_string(),
             })
         }
+    }
+}
+
+fn without_userinfo(authority: &Authority) -> Authority {
+    match authority.as_str().rsplit_once('@') {
+        Some((_, host_port)) => host_port.parse().unwrap_or_else(|_| authority.clone()),
+        None => authority.clone(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! JWT tokens: a header and typed claims signed with one key, re-signed on every refresh.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -76,9 +76,8 @@ impl std::fmt::Debug for JwtDefinition {
 }
 
 impl JwtDefinition {
-    /// Signs one token valid from `now` for `ttl`.
-    pub fn sign(&self, now: SystemTime, ttl: Duration) -> Result<String, MintError> {
-        let iat = now.duration_since(UNIX_EPOCH).map_err(|_| MintError::Clock)?.as_secs();
+    /// Signs one token issued at `iat` (whole seconds since the epoch) and valid for `ttl`.
+    pub fn sign(&self, iat: u64, ttl: Duration) -> Result<String, MintError> {
         let mut claims = self.claims.clone();
         if self.auto.iat {
             claims.insert("iat".into(), iat.into());

@@ -10,7 +10,7 @@ pub mod jwt;
 pub mod keys;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use jsonwebtoken::Header;
@@ -222,8 +222,13 @@ impl TokenDefinition {
     pub fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
         match &self.kind {
             TokenKind::Jwt(jwt) => {
-                let value = jwt.sign(now, self.ttl)?;
-                Ok(MintedToken { value: Bytes::from(value), issued_at: now, expires_at: now + self.ttl })
+                // Whole seconds, as in the claims: `expires_at` must be exactly the `exp` the
+                // upstream checks, or a token could be injected in the last second after it.
+                let iat = now.duration_since(UNIX_EPOCH).map_err(|_| MintError::Clock)?.as_secs();
+                let ttl = Duration::from_secs(self.ttl.as_secs());
+                let value = jwt.sign(iat, ttl)?;
+                let issued_at = UNIX_EPOCH + Duration::from_secs(iat);
+                Ok(MintedToken { value: Bytes::from(value), issued_at, expires_at: issued_at + ttl })
             }
         }
     }

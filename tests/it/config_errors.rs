@@ -251,3 +251,35 @@ fn check_accepts_the_shipped_configs() {
         }
     }
 }
+
+#[test]
+fn set_headers_naming_an_unbound_token_is_a_config_error() {
+    let dir = TempConfig::new();
+    let errors = dir.errors(
+        r#"[tokens.a]
+algorithm = "HS256"
+key_type = "Secret"
+key = "s"
+ttl = "1m"
+
+[tokens.b]
+algorithm = "HS256"
+key_type = "Secret"
+key = "s"
+ttl = "1m"
+
+[[routes]]
+host = "a.example"
+tokens = ["a"]
+
+[routes.set_headers]
+Authorization = "Bearer {/b}"
+X-Ok = "{/a} {/not_a_token}"
+"#,
+    );
+    let rendered = render(&errors);
+    assert_eq!(errors.len(), 1, "{rendered}");
+    assert_eq!(errors[0].key_path, "routes[0].set_headers.Authorization");
+    assert_eq!(errors[0].line, 18);
+    assert!(errors[0].message.contains("{/b}"), "{rendered}");
+}

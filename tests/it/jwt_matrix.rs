@@ -353,8 +353,10 @@ fn iat_and_exp_follow_the_mint_time_and_ttl() {
     );
     let at = UNIX_EPOCH + Duration::from_millis(2_000_000_000_250);
     let minted = config.tokens["t"].mint(at).expect("mint");
-    assert_eq!(minted.issued_at, at);
-    assert_eq!(minted.expires_at, at + Duration::from_secs(5400));
+    // The cell's times are the claims' whole seconds, so expiry is exactly the `exp` claim.
+    let whole = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+    assert_eq!(minted.issued_at, whole);
+    assert_eq!(minted.expires_at, whole + Duration::from_secs(5400));
     let (_, claims) = parts(std::str::from_utf8(&minted.value).expect("ASCII"));
     assert_eq!(claims, json!({"iat": 2_000_000_000u64, "exp": 2_000_005_400u64}));
     assert_eq!(config.tokens["t"].ttl, Duration::from_secs(5400));

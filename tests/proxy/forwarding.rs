@@ -101,8 +101,6 @@ async fn dot_segments_on_a_routed_request_are_rejected() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: forward::prepare_headers copies the URI authority including userinfo into Host \
-            (upstream gets `Host: user:pw@127.0.0.1:PORT`)"]
 async fn userinfo_in_the_absolute_uri_never_reaches_the_host_header() {
     let routed = Upstream::start().await;
     let sidecar = start(&routed_a(&routed)).await;
@@ -117,8 +115,6 @@ async fn userinfo_in_the_absolute_uri_never_reaches_the_host_header() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: forward::run builds the not_a_proxy_request hint from config.proxy.listen, so with \
-            `listen = \"127.0.0.1:0\"` it tells users HTTP_PROXY=http://127.0.0.1:0"]
 async fn not_a_proxy_request_hint_names_the_bound_proxy_address() {
     let routed = Upstream::start().await;
     let sidecar = start(&routed_a(&routed)).await;

@@ -157,8 +157,6 @@ impl Mint for FailingDefinition {
 }
 
 #[tokio::test]
-#[ignore = "BUG: TokenDefinition::mint sets expires_at = now + ttl but the JWT exp = floor(now) + ttl, \
-            so after failed refreshes a token up to 1 s past its exp claim is still injected"]
 async fn configured_tokens_are_never_served_past_their_exp_claim() {
     let upstream = Upstream::start().await;
     let toml = toml_for(&upstream);
