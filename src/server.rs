@@ -24,7 +24,10 @@ use crate::store::Mint;
 pub struct Sidecar {
     state: Arc<ArcSwap<Snapshot>>,
     shutdown: watch::Sender<bool>,
+    /// Listeners that stop on shutdown and drain their connections.
     tasks: JoinSet<()>,
+    /// The echo servers, which have nothing to drain and are aborted.
+    background: JoinSet<()>,
     /// The bound proxy address (useful when the config asked for port 0).
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -109,6 +112,7 @@ impl Sidecar {
         let proxy = Proxy::new(Arc::clone(&state));
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        let mut background = JoinSet::new();
 
         let addr = |l: &TcpListener| l.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let proxy_addr = addr(&proxy_listener);
@@ -118,10 +122,10 @@ impl Sidecar {
         let listener_addrs = reverse.iter().map(|(l, _)| addr(l)).collect();
 
         if let Some(listener) = echo_listener {
-            tasks.spawn(crate::echo::serve(listener));
+            background.spawn(crate::echo::serve(listener));
         }
         if let (Some(listener), Some(interceptor)) = (echo_tls_listener, state.load().interceptor.clone()) {
-            tasks.spawn(crate::echo::serve_tls(listener, interceptor));
+            background.spawn(crate::echo::serve_tls(listener, interceptor));
         }
         tasks.spawn(crate::admin::serve(admin_listener, Arc::clone(&state), watcher.clone()));
         for (listener, target) in reverse {
@@ -131,7 +135,18 @@ impl Sidecar {
         }
         tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy(proxy_addr), watcher, grace));
         tracing::info!(%proxy_addr, %admin_addr, "token-sidecar ready");
-        Ok(Sidecar { state, shutdown, tasks, proxy_addr, admin_addr, echo_addr, echo_tls_addr, listener_addrs, bound })
+        Ok(Sidecar {
+            state,
+            shutdown,
+            tasks,
+            background,
+            proxy_addr,
+            admin_addr,
+            echo_addr,
+            echo_tls_addr,
+            listener_addrs,
+            bound,
+        })
     }
 
     /// The shared state cell, for reloads and inspection.
@@ -170,20 +185,16 @@ impl Sidecar {
     /// Stops accepting, lets in-flight requests finish within the grace period, and returns.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        // Proxy listeners finish after draining; the echo server has no drain and is aborted.
         let grace = self.state.load().config.proxy.shutdown_grace;
-        let _ = tokio::time::timeout(grace + std::time::Duration::from_secs(1), async {
-            while let Some(done) = self.tasks.join_next().await {
-                if done.is_err() {
-                    break;
-                }
-                if self.tasks.len() <= 1 {
-                    break;
-                }
-            }
+        // Each listener returns once its connections are drained or its grace period is over.
+        let drained = tokio::time::timeout(grace + std::time::Duration::from_secs(1), async {
+            while self.tasks.join_next().await.is_some() {}
         })
         .await;
-        self.tasks.abort_all();
+        if drained.is_err() {
+            self.tasks.abort_all();
+        }
+        self.background.abort_all();
     }
 }
 
