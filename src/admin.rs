@@ -34,8 +34,29 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
         }
+        describe_metrics();
         handle
     })
+}
+
+/// Every metric the sidecar exports, with its help text (README "Metrics" lists the same).
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("proxy_requests_total", "Requests served, by route and status.");
+    describe_histogram!("proxy_request_duration_seconds", Unit::Seconds, "Time to response headers, by route.");
+    describe_counter!("substitutions_total", "Placeholders replaced with a token, by token.");
+    describe_counter!("token_refreshes_total", "Token signings, by token and result (ok, error).");
+    describe_gauge!("token_expires_in_seconds", Unit::Seconds, "Seconds until each token's current value expires.");
+    describe_counter!("config_reloads_total", "Configuration reloads, by result (ok, error).");
+    describe_counter!("upstream_errors_total", "Failed upstream requests, by kind.");
+    describe_gauge!("proxy_open_connections", "Client connections currently open.");
+    describe_counter!("tls_leaf_certificates_minted_total", "Leaf certificates minted for intercepted hosts.");
+    describe_counter!("tls_handshake_failures_total", "TLS handshakes with clients that failed.");
+    // Present from the start, so alerts on them work before the first event.
+    for result in ["ok", "error"] {
+        metrics::counter!("config_reloads_total", "result" => result).increment(0);
+    }
+    metrics::gauge!("proxy_open_connections").increment(0.0);
 }
 
 /// Serves the admin endpoints until `shutdown` fires.

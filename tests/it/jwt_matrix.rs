@@ -479,7 +479,6 @@ fn unset_env_reference_without_default_is_a_located_error() {
 /// `${VAR:-default}` comes from the shell (and docker compose, systemd-style templates), where
 /// `:-` means "unset *or empty*"; `${VAR-default}` is the form for "unset only".
 #[test]
-
 fn env_default_applies_to_an_empty_variable() {
     std::env::set_var("TSIT_CLAIMS_EMPTY", "");
     let dir = TempConfig::new();
@@ -586,7 +585,6 @@ n = 1
 /// `same_definition` lets a reload keep the current token of a table that did not change.
 /// Moving a table (a comment added above it, another token edited) does not change it.
 #[test]
-
 fn same_definition_ignores_where_the_table_sits_in_the_file() {
     let dir = TempConfig::new();
     let text = hs256_config("[tokens.t.claims]\nsub = \"svc\"\n");

@@ -188,14 +188,13 @@ fn sign_prints_a_token_for_the_shipped_config() {
 
     let out = sidecar(repo_root(), &["sign", "nope", "--config", "sidecar.toml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out), "no token named \"nope\" in sidecar.toml (defined: demo_api_jwt)\n");
+    assert_eq!(stderr(&out), "no token named \"nope\" in sidecar.toml (defined: crm_jwt, demo_api_jwt)\n");
     assert_eq!(stdout(&out), "");
 }
 
 /// Token names may contain `.` (they are written as `{/acme.v2}`), so the snippet's table
 /// header must quote the name: `[tokens."acme.v2"]`, not `[tokens.acme.v2]`.
 #[test]
-
 fn keygen_snippet_works_for_a_dotted_token_name() {
     let dir = TempConfig::new();
     let out_dir = dir.path("keys");
@@ -210,7 +209,6 @@ fn keygen_snippet_works_for_a_dotted_token_name() {
 
 /// The snippet must be valid TOML whatever the folder or kid: `"` and `\` need escaping.
 #[test]
-
 fn keygen_snippet_escapes_paths_and_kid() {
     let dir = TempConfig::new();
     let out_dir = dir.path("my \"keys\"\\2026");
