@@ -9,6 +9,7 @@ mod clients;
 mod compressed;
 mod demo;
 mod forwarding;
+mod h2c;
 mod large_body;
 mod refresh;
 mod reverse;
