@@ -98,16 +98,34 @@ pub fn digest_files(files: &[PathBuf]) -> [u8; 32] {
     out
 }
 
+/// Signal handlers, installed before the sidecar reports ready so that an early SIGHUP or
+/// SIGTERM is handled instead of killing the process.
+pub struct Signals {
+    hangup: Hangup,
+    stop: Stop,
+}
+
+impl Signals {
+    pub fn install() -> Signals {
+        Signals { hangup: hangup_signal(), stop: stop_signal() }
+    }
+}
+
 /// Watches the config's files and reloads on change and on SIGHUP, until SIGTERM/SIGINT.
-pub async fn run_until_stopped(path: &Path, sidecar: &Sidecar) {
+pub async fn run_until_stopped(path: &Path, sidecar: &Sidecar, signals: Signals) {
+    let Signals { hangup, stop } = signals;
     tokio::select! {
-        _ = watch(path, sidecar) => {}
-        _ = wait_for_stop() => {}
+        _ = watch_with(path, sidecar, hangup) => {}
+        _ = wait_for_stop(stop) => {}
     }
 }
 
 /// Reloads on file changes and SIGHUP, forever.
 pub async fn watch(path: &Path, sidecar: &Sidecar) {
+    watch_with(path, sidecar, hangup_signal()).await;
+}
+
+async fn watch_with(path: &Path, sidecar: &Sidecar, mut hangup: Hangup) {
     let (tx, mut events) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Reads (including our own) are not changes.
@@ -123,13 +141,16 @@ pub async fn watch(path: &Path, sidecar: &Sidecar) {
         }
     };
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut hangup = hangup_signal();
-    // A rejected config is reported once, not again on every unrelated event.
+    // Digest of the files of a config that was rejected, so unrelated events do not report it
+    // again; any change to those files (the config or a key it names) retries.
     let mut last_rejected: Option<[u8; 32]> = None;
     loop {
-        // Keep watching every folder the current config depends on (key files may move).
+        // Watch the folders of the running config's files and of the files the config on disk
+        // names (a new key file in a new folder must be seen too).
+        let attempted = files_named_by(path);
         if let Some(w) = watcher.as_mut() {
-            let wanted = folders(&sidecar.state().load().config.watched_files);
+            let mut wanted = folders(&sidecar.state().load().config.watched_files);
+            wanted.extend(folders(&attempted));
             for dir in wanted.difference(&watched.clone()) {
                 match w.watch(dir, RecursiveMode::NonRecursive) {
                     Ok(()) => {
@@ -139,24 +160,42 @@ pub async fn watch(path: &Path, sidecar: &Sidecar) {
                 }
             }
         }
-        tokio::select! {
+        let forced = tokio::select! {
             event = events.recv() => {
                 if event.is_none() {
                     return;
                 }
                 // Debounce: wait until the burst of events is over.
                 while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+                false
             }
             _ = next_hangup(&mut hangup) => {
                 tracing::info!("SIGHUP: reloading");
+                true
             }
-        }
-        let attempted = digest_files(&sidecar.state().load().config.watched_files);
-        if last_rejected == Some(attempted) {
+        };
+        let attempted = digest_files(&files_named_by(path));
+        if !forced && last_rejected == Some(attempted) {
             continue;
         }
         last_rejected = reload(path, sidecar).await.is_err().then_some(attempted);
     }
+}
+
+/// The config file and every key file its text names, read leniently (the config may be
+/// invalid): the files whose change could make a rejected config acceptable.
+fn files_named_by(path: &Path) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    let base = path.parent().unwrap_or(Path::new(""));
+    let table = std::fs::read_to_string(path).ok().and_then(|text| text.parse::<toml::Table>().ok());
+    if let Some(tokens) = table.as_ref().and_then(|t| t.get("tokens")).and_then(toml::Value::as_table) {
+        for token in tokens.values() {
+            if let Some(file) = token.get("key_file").and_then(toml::Value::as_str) {
+                files.push(base.join(file));
+            }
+        }
+    }
+    files
 }
 
 fn folders(files: &[PathBuf]) -> BTreeSet<PathBuf> {
@@ -195,21 +234,32 @@ async fn next_hangup(hangup: &mut Hangup) {
     std::future::pending::<()>().await;
 }
 
-async fn wait_for_stop() {
+#[cfg(unix)]
+type Stop = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Stop = Option<()>;
+
+fn stop_signal() -> Stop {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Returns on SIGTERM or SIGINT.
+async fn wait_for_stop(mut stop: Stop) {
+    #[cfg(unix)]
+    if let Some(term) = stop.as_mut() {
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        return;
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    let _ = &mut stop;
+    let _ = tokio::signal::ctrl_c().await;
 }

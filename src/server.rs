@@ -224,6 +224,7 @@ pub fn run_blocking(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let signals = crate::reload::Signals::install();
         let sidecar = match Sidecar::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -231,7 +232,7 @@ pub fn run_blocking(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        crate::reload::run_until_stopped(path, &sidecar).await;
+        crate::reload::run_until_stopped(path, &sidecar, signals).await;
         tracing::info!("shutting down: draining in-flight requests");
         sidecar.shutdown().await;
         ExitCode::SUCCESS

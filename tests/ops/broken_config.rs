@@ -110,9 +110,6 @@ async fn broken_config_rejected() {
 /// A config rejected because its new key file is bad is applied once the key file is fixed,
 /// without touching the config file again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: reload::watch skips a rejected config forever when only its (new) key file is fixed: \
-            last_rejected is a digest of the *serving* config's files, which the fix does not change \
-            (SIGHUP is skipped the same way)"]
 async fn fixing_the_key_file_of_a_rejected_config_applies_it() {
     let upstream = Upstream::start().await;
     let dir = ConfigDir::new();

@@ -78,9 +78,6 @@ async fn drains_in_flight_request(echo: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: Sidecar::shutdown stops waiting once one task is left (it assumes that is the echo \
-            server); without [echo] that task is the draining proxy listener, which is aborted, and \
-            the process exits 0 at once, cutting in-flight requests"]
 async fn graceful_shutdown() {
     drains_in_flight_request(false).await;
 }
