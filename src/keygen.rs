@@ -1,7 +1,5 @@
 //! `token-sidecar keygen`: new signing keys in the forms the config and verifiers want.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::encoding::AsDer;
@@ -12,6 +10,7 @@ use aws_lc_rs::signature::{
 use base64::Engine;
 use jsonwebtoken::Algorithm;
 
+use crate::files::Visibility;
 use crate::tokens::algorithm::{algorithm_family, algorithm_name, KeyFamily, KeyType};
 use crate::tokens::keys::{load_encoding_key, pem_wrap};
 
@@ -143,20 +142,11 @@ fn toml_table_key(s: &str) -> String {
     }
 }
 
-/// Creates a file that must not exist yet; private material gets mode 0600 from the start.
+/// Creates a key file, mapping failures to keygen's errors.
 fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), KeygenError> {
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut f = opts.open(path).map_err(|source| match source.kind() {
+    let visibility = if private { Visibility::Private } else { Visibility::Public };
+    crate::files::write_new(path, contents, visibility).map_err(|source| match source.kind() {
         std::io::ErrorKind::AlreadyExists => KeygenError::Exists(path.to_path_buf()),
         _ => KeygenError::Write { path: path.to_path_buf(), source },
-    })?;
-    f.write_all(contents).map_err(|source| KeygenError::Write { path: path.to_path_buf(), source })
+    })
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod echo;
 pub mod error;
+pub mod files;
 pub mod keygen;
 pub mod logging;
 pub mod proxy;

@@ -38,12 +38,8 @@ fn ca_init(out: &std::path::Path) -> ExitCode {
 }
 
 fn ca_export(cli: &Cli) -> ExitCode {
-    let config = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(config) = load_or_report(cli) else {
+        return ExitCode::FAILURE;
     };
     let Some(tls) = &config.tls else {
         eprintln!("{} has no [tls] section; create a CA with `token-sidecar ca init` first", cli.config.display());
@@ -81,12 +77,8 @@ fn check(cli: &Cli) -> ExitCode {
 }
 
 fn sign(cli: &Cli, name: &str) -> ExitCode {
-    let config = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(config) = load_or_report(cli) else {
+        return ExitCode::FAILURE;
     };
     let Some(token) = config.tokens.get(name) else {
         let known: Vec<&str> = config.tokens.keys().map(String::as_str).collect();
@@ -123,4 +115,9 @@ fn keygen(alg: &str, bits: Option<usize>, out: &std::path::Path, name: &str, kid
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads the config, printing every error to stderr when it cannot be used.
+fn load_or_report(cli: &Cli) -> Option<Config> {
+    Config::load(&cli.config).map_err(|e| eprintln!("{e}")).ok()
 }

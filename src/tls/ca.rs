@@ -1,13 +1,12 @@
 //! The local certificate authority: created once by `token-sidecar ca init`, loaded at start.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use time::{Duration, OffsetDateTime};
 
 use crate::config::TlsSettings;
+use crate::files::Visibility;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -60,8 +59,8 @@ pub fn generate_ca_files(cert_path: &Path, key_path: &Path) -> Result<(), CaErro
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(3650);
     let cert = params.self_signed(&key).map_err(|e| CaError::Generate(e.to_string()))?;
-    write_new(key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_new(cert_path, cert.pem().as_bytes(), 0o644)
+    write_new(key_path, key.serialize_pem().as_bytes(), Visibility::Private)?;
+    write_new(cert_path, cert.pem().as_bytes(), Visibility::Public)
 }
 
 /// Loads and checks the CA named by `[tls]`.
@@ -88,19 +87,9 @@ pub fn load_ca(settings: &TlsSettings) -> Result<LoadedCa, CaError> {
     Ok(LoadedCa { issuer, cert_pem, cert_der })
 }
 
-fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut f = opts.open(path).map_err(|source| match source.kind() {
+fn write_new(path: &Path, contents: &[u8], visibility: Visibility) -> Result<(), CaError> {
+    crate::files::write_new(path, contents, visibility).map_err(|source| match source.kind() {
         std::io::ErrorKind::AlreadyExists => CaError::Exists(path.to_path_buf()),
         _ => CaError::Write { path: path.to_path_buf(), source },
-    })?;
-    f.write_all(contents).map_err(|source| CaError::Write { path: path.to_path_buf(), source })
+    })
 }
