@@ -39,6 +39,16 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Drains recorded histogram samples into their buckets every few seconds. Without it,
+/// samples pile up between scrapes, and memory grows with traffic when nobody scrapes.
+pub async fn metrics_upkeep() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        metrics_handle().run_upkeep();
+    }
+}
+
 /// Every metric the sidecar exports, with its help text (README "Metrics" lists the same).
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};

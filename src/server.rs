@@ -121,6 +121,7 @@ impl Sidecar {
         let echo_tls_addr = echo_tls_listener.as_ref().map(addr);
         let listener_addrs = reverse.iter().map(|(l, _)| addr(l)).collect();
 
+        background.spawn(crate::admin::metrics_upkeep());
         if let Some(listener) = echo_listener {
             background.spawn(crate::echo::serve(listener));
         }

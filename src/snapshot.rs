@@ -29,6 +29,8 @@ pub struct CompiledRoute {
     /// Headers to set on every request, as templates that may hold placeholders.
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     pub upstream_tls: bool,
+    /// `proxy_request_duration_seconds` for this route, registered once.
+    pub duration: metrics::Histogram,
 }
 
 /// Everything a request needs, consistent with one config file.
@@ -145,7 +147,9 @@ fn compile_route(r: &RouteDefinition, cells: &HashMap<String, Arc<TokenCell>>) -
         .iter()
         .filter_map(|(name, value)| Some((name.clone(), HeaderValue::from_str(value).ok()?)))
         .collect();
-    CompiledRoute { name: Arc::from(r.name.as_str()), bindings, set_headers, upstream_tls: r.upstream_tls }
+    let name: Arc<str> = Arc::from(r.name.as_str());
+    let duration = metrics::histogram!("proxy_request_duration_seconds", "route" => Arc::clone(&name));
+    CompiledRoute { name, bindings, set_headers, upstream_tls: r.upstream_tls, duration }
 }
 
 /// Resolves placeholders for one request against the token values loaded when it started.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme as UriScheme};
+use http::uri::{Authority, PathAndQuery, Scheme as UriScheme};
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -24,27 +24,42 @@ use crate::substitute::{substitute, substitute_uri, Refused, Resolve};
 pub async fn forward(snapshot: Arc<Snapshot>, entry: &Entry, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = req.method().clone();
-    let mut route_name: Arc<str> = Arc::from("none");
-    let result = run(&snapshot, entry, req, &mut route_name).await;
+    let mut route = None;
+    let result = run(&snapshot, entry, req, &mut route).await;
     let response = result.unwrap_or_else(ProxyError::into_response);
     let status = response.status();
-    metrics::counter!("proxy_requests_total", "route" => route_name.to_string(), "status" => status.as_str().to_owned())
-        .increment(1);
-    metrics::histogram!("proxy_request_duration_seconds", "route" => route_name.to_string())
-        .record(started.elapsed().as_secs_f64());
-    tracing::debug!(%method, route = %route_name, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    let elapsed = started.elapsed();
+    let route_name = match route.and_then(|r| snapshot.compiled.get(r)) {
+        Some(compiled) => {
+            compiled.duration.record(elapsed.as_secs_f64());
+            metrics::SharedString::from(Arc::clone(&compiled.name))
+        }
+        None => metrics::SharedString::const_str("none"),
+    };
+    if route.is_none() {
+        metrics::histogram!("proxy_request_duration_seconds", "route" => "none").record(elapsed.as_secs_f64());
+    }
+    tracing::debug!(%method, route = &*route_name, status = status.as_u16(), elapsed_us = elapsed.as_micros() as u64, "request");
+    metrics::counter!("proxy_requests_total", "route" => route_name, "status" => status_label(status)).increment(1);
     response
+}
+
+/// A status code as a `'static` label, so counting a request allocates no string.
+fn status_label(status: http::StatusCode) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<&'static str>> =
+        std::sync::LazyLock::new(|| (0..1000u16).map(|code| &*Box::leak(code.to_string().into_boxed_str())).collect());
+    LABELS.get(usize::from(status.as_u16())).copied().unwrap_or("other")
 }
 
 async fn run(
     snapshot: &Arc<Snapshot>,
     entry: &Entry,
     req: Request<Incoming>,
-    route_name: &mut Arc<str>,
+    matched: &mut Option<usize>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let target = target_of(entry, &parts)?;
-    let path = target.path_and_query.split('?').next().unwrap_or("/");
+    let path = target.path_and_query.path();
     let route = snapshot.routes.find(target.scheme, &target.host, target.port, path, &parts.method).copied();
 
     let Some(route) = route else {
@@ -52,12 +67,12 @@ async fn run(
             return Err(ProxyError::UnmatchedDenied(target.authority.to_string()));
         }
         // Unrouted: forwarded untouched, placeholders and all.
-        let uri = upstream_uri(&target, target.scheme, &target.path_and_query)?;
+        let uri = upstream_uri(&target, target.scheme, None)?;
         prepare_headers(&mut parts.headers, &target);
         return send(snapshot, parts, uri, body::untouched(body), &target).await;
     };
+    *matched = Some(route);
     let compiled = &snapshot.compiled[route];
-    *route_name = Arc::clone(&compiled.name);
     if has_dot_segment(path) {
         return Err(ProxyError::BadRequest(format!(
             "the path {path:?} has '.' or '..' segments; send the normalised path"
@@ -65,9 +80,12 @@ async fn run(
     }
 
     let tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
-    let path_and_query = substitute_uri(&target.path_and_query, &*tokens)?;
+    let rewritten = match substitute_uri(target.path_and_query.as_str(), &*tokens)? {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(s) => Some(s),
+    };
     let scheme = if compiled.upstream_tls { Scheme::Https } else { target.scheme };
-    let uri = upstream_uri(&target, scheme, &path_and_query)?;
+    let uri = upstream_uri(&target, scheme, rewritten)?;
 
     prepare_headers(&mut parts.headers, &target);
     for (name, template) in &compiled.set_headers {
@@ -100,26 +118,28 @@ fn substitute_headers(headers: &mut http::HeaderMap, tokens: &dyn Resolve) -> Re
     Ok(())
 }
 
-fn upstream_uri(target: &Target, scheme: Scheme, path_and_query: &str) -> Result<Uri, ProxyError> {
-    let (scheme, default_port) = match scheme {
-        Scheme::Http => (UriScheme::HTTP, 80),
-        Scheme::Https => (UriScheme::HTTPS, 443),
+/// The URI sent upstream; `rewritten` is the substituted path and query, if it changed.
+fn upstream_uri(target: &Target, scheme: Scheme, rewritten: Option<String>) -> Result<Uri, ProxyError> {
+    let path_and_query = match rewritten {
+        None => target.path_and_query.clone(),
+        Some(text) => PathAndQuery::try_from(text)
+            .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI".into()))?,
     };
-    // When upgrading http -> https on the default port, talk to the https default port.
-    let upgraded_default = scheme == UriScheme::HTTPS && target.scheme == Scheme::Http && target.port == 80;
-    let authority = if upgraded_default || target.port == default_port {
-        target.host.clone()
+    let authority = if scheme == target.scheme {
+        target.authority.clone()
     } else {
-        format!("{}:{}", target.host, target.port)
+        // Upgrading http -> https: the default port becomes 443, any other port is kept.
+        let text = if target.port == 80 { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
+        Authority::try_from(text).map_err(|e| ProxyError::BadRequest(format!("invalid upstream authority: {e}")))?
     };
-    let pq: PathAndQuery =
-        path_and_query.parse().map_err(|_| ProxyError::BadRequest("the request target is not a valid URI".into()))?;
-    Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| ProxyError::BadRequest(format!("invalid upstream URI: {e}")))
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(match scheme {
+        Scheme::Http => UriScheme::HTTP,
+        Scheme::Https => UriScheme::HTTPS,
+    });
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).map_err(|e| ProxyError::BadRequest(format!("invalid upstream URI: {e}")))
 }
 
 async fn send(

@@ -16,6 +16,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers, those named in `Connection`, and every `Proxy-*` header
 /// (credentials for this proxy must never reach an upstream).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names decides; most requests have nothing to remove.
+    let found = headers.keys().any(|name| HOP_BY_HOP.contains(name) || is_proxy_or_keep_alive(name));
+    if !found {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -23,14 +28,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in HOP_BY_HOP.iter().chain(named.iter()) {
+    let extra: Vec<HeaderName> = headers.keys().filter(|k| is_proxy_or_keep_alive(k)).cloned().collect();
+    for name in HOP_BY_HOP.iter().chain(&named).chain(&extra) {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    let proxy_headers: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
-    for name in proxy_headers {
-        headers.remove(name);
-    }
+}
+
+fn is_proxy_or_keep_alive(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("proxy-") || name == "keep-alive"
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::uri::{Authority, Scheme as UriScheme};
+use http::uri::{Authority, PathAndQuery, Scheme as UriScheme};
 use http::Uri;
 
 use crate::error::ProxyError;
@@ -66,7 +66,7 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     /// Path and query as the upstream should see them (before substitution).
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
 }
 
 fn scheme_of(s: &UriScheme) -> Option<Scheme> {
@@ -79,8 +79,8 @@ fn scheme_of(s: &UriScheme) -> Option<Scheme> {
     }
 }
 
-fn path_and_query(uri: &Uri) -> &str {
-    uri.path_and_query().map_or("/", |pq| pq.as_str())
+fn path_and_query(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
 /// Works out the target of a request that arrived through `entry`.
@@ -99,18 +99,20 @@ pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
                 port: authority.port_u16().unwrap_or(scheme.default_port()),
                 host: authority.host().to_ascii_lowercase(),
                 authority: authority.clone(),
-                path_and_query: path_and_query(&parts.uri).to_string(),
+                path_and_query: path_and_query(&parts.uri),
             })
         }
         Entry::Reverse(base) => {
             let pq = path_and_query(&parts.uri);
-            let pq = if pq.starts_with('/') { pq } else { "/" };
+            let pq = if pq.as_str().starts_with('/') { pq.as_str() } else { "/" };
+            let joined = PathAndQuery::try_from(format!("{}{pq}", base.base_path))
+                .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI".into()))?;
             Ok(Target {
                 scheme: base.scheme,
                 authority: base.authority.clone(),
                 host: base.host.clone(),
                 port: base.port,
-                path_and_query: format!("{}{pq}", base.base_path),
+                path_and_query: joined,
             })
         }
         Entry::Tunnel(tunnel) => {
@@ -139,7 +141,7 @@ pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
                 authority: tunnel.authority.clone(),
                 host: tunnel.host.clone(),
                 port: tunnel.port,
-                path_and_query: path_and_query(&parts.uri).to_string(),
+                path_and_query: path_and_query(&parts.uri),
             })
         }
     }
@@ -157,10 +159,27 @@ fn without_userinfo(authority: &Authority) -> Authority {
 /// token bound to `/v1` on a path outside it.
 pub fn has_dot_segment(path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or(path);
+    // Fast path: no '.' and no '%' means no dot segment in any spelling.
+    if memchr::memchr2(b'.', b'%', path.as_bytes()).is_none() {
+        return false;
+    }
     path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
+        let decoded_len_is_dots = |s: &str| {
+            let mut rest = s.as_bytes();
+            let mut dots = 0;
+            while !rest.is_empty() {
+                if rest[0] == b'.' {
+                    rest = &rest[1..];
+                } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && rest[2].eq_ignore_ascii_case(&b'e') {
+                    rest = &rest[3..];
+                } else {
+                    return false;
+                }
+                dots += 1;
+            }
+            dots == 1 || dots == 2
+        };
+        decoded_len_is_dots(seg)
     })
 }
 

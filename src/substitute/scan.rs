@@ -139,6 +139,11 @@ pub(crate) fn lookup(resolver: &dyn Resolve, name: &str) -> Result<Option<Bytes>
 /// [`Refused`] for the first placeholder naming a token the route does not bind,
 /// so the caller can refuse the request.
 pub fn substitute<'a>(input: &'a [u8], resolver: &dyn Resolve) -> Result<Cow<'a, [u8]>, Refused> {
+    // Header values are short: one memchr for `{` settles almost all of them, cheaper than
+    // setting up a substring search.
+    if memchr::memchr(b'{', input).is_none() {
+        return Ok(Cow::Borrowed(input));
+    }
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     for ph in placeholders(input) {
