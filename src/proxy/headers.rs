@@ -16,20 +16,27 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers, those named in `Connection`, and every `Proxy-*` header
 /// (credentials for this proxy must never reach an upstream).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names decides; most requests have nothing to remove.
-    let found = headers.keys().any(|name| HOP_BY_HOP.contains(name) || is_proxy_or_keep_alive(name));
-    if !found {
+    // One pass over the names finds what is present; only that is removed.
+    let mut remove: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) || is_proxy_or_keep_alive(name) {
+            remove.push(name.clone());
+        }
+    }
+    if remove.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    let extra: Vec<HeaderName> = headers.keys().filter(|k| is_proxy_or_keep_alive(k)).cloned().collect();
-    for name in HOP_BY_HOP.iter().chain(&named).chain(&extra) {
+    if headers.contains_key(header::CONNECTION) {
+        let named = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| headers.contains_key(name));
+        remove.extend(named.collect::<Vec<_>>());
+    }
+    for name in &remove {
         headers.remove(name);
     }
 }
