@@ -221,3 +221,42 @@ fn keygen_snippet_escapes_paths_and_kid() {
     assert_eq!(config.tokens["k"].kid(), Some("k\"1"));
     assert_eq!(config.tokens["k"].key_file(), Some(out_dir.join("k.key.pem").as_path()));
 }
+
+/// The printed token verifies with a tool that shares no code with the sidecar: the
+/// `openssl` command checks the RS256 signature over `header.payload` with the demo public key.
+#[test]
+fn sign_output_verifies_with_openssl() {
+    let out = sidecar(repo_root(), &["sign", "demo_api_jwt", "--config", "sidecar.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_string();
+    let (signing_input, signature) = token.rsplit_once('.').expect("three parts");
+    let dir = TempConfig::new();
+    let input_path = dir.root().join("input");
+    let sig_path = dir.root().join("sig");
+    std::fs::write(&input_path, signing_input).unwrap();
+    std::fs::write(&sig_path, URL_SAFE_NO_PAD.decode(signature).expect("base64url signature")).unwrap();
+    let public = repo_root().join("examples/keys/demo-rsa.pub.pem");
+    let verify = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&public)
+        .arg("-signature")
+        .arg(&sig_path)
+        .arg(&input_path)
+        .output()
+        .expect("openssl runs");
+    assert!(verify.status.success(), "openssl: {}", String::from_utf8_lossy(&verify.stdout));
+    assert_eq!(String::from_utf8_lossy(&verify.stdout).trim(), "Verified OK");
+    // A flipped signature byte must fail, or the check proves nothing.
+    let mut bad = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    bad[0] ^= 1;
+    std::fs::write(&sig_path, bad).unwrap();
+    let rejected = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&public)
+        .arg("-signature")
+        .arg(&sig_path)
+        .arg(&input_path)
+        .output()
+        .expect("openssl runs");
+    assert!(!rejected.status.success());
+}
