@@ -29,11 +29,14 @@
 //! calling [`RouteTable::find`].
 
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
 use http::Method;
+
+/// Route tables are built once from the config and only looked up afterwards, so a fast
+/// non-keyed hash is safe here: requests cannot add keys to collide with.
+type HashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Longest DNS name (without the trailing dot) a route may name.
 const MAX_HOST_LEN: usize = 253;
@@ -354,6 +357,9 @@ struct Bucket {
     entries: Box<[Entry]>,
     /// For large buckets: prefix -> range of `entries` with that prefix.
     by_prefix: Option<HashMap<Box<str>, (usize, usize)>>,
+    /// For large buckets: which prefix lengths exist, so candidate prefixes of other lengths
+    /// are skipped without a hash lookup.
+    prefix_lengths: Box<[bool]>,
 }
 
 impl Bucket {
@@ -369,7 +375,7 @@ impl Bucket {
                 .then_with(|| a.route.cmp(&b.route))
         });
         let by_prefix = (entries.len() > index_threshold).then(|| {
-            let mut map = HashMap::new();
+            let mut map = HashMap::default();
             let mut start = 0;
             for group in entries.chunk_by(|a, b| a.prefix == b.prefix) {
                 if let Some(first) = group.first() {
@@ -379,7 +385,11 @@ impl Bucket {
             }
             map
         });
-        Bucket { entries: entries.into_boxed_slice(), by_prefix }
+        let mut prefix_lengths = vec![false; entries.iter().map(|e| e.prefix.len() + 1).max().unwrap_or(0)];
+        for e in &entries {
+            prefix_lengths[e.prefix.len()] = true;
+        }
+        Bucket { entries: entries.into_boxed_slice(), by_prefix, prefix_lengths: prefix_lengths.into_boxed_slice() }
     }
 
     /// The most specific route in this bucket matching `path` and `method`.
@@ -387,6 +397,9 @@ impl Bucket {
         match &self.by_prefix {
             None => self.entries.iter().find(|e| prefix_matches(&e.prefix, path) && e.allows(method)).map(|e| e.route),
             Some(index) => visit_candidate_prefixes(path, |candidate| {
+                if !self.prefix_lengths.get(candidate.len()).copied().unwrap_or(false) {
+                    return None;
+                }
                 let &(start, end) = index.get(candidate)?;
                 self.entries.get(start..end)?.iter().find(|e| e.allows(method)).map(|e| e.route)
             }),
@@ -498,8 +511,8 @@ impl<T> RouteTable<T> {
 
     fn build(specs: Vec<RouteSpec<T>>, index_threshold: usize) -> Result<Self, RouteError> {
         type Grouped = HashMap<(Scheme, u16), HashMap<(bool, String), Vec<Entry>>>;
-        let mut grouped: Grouped = HashMap::new();
-        let mut seen: HashMap<RouteKey, usize> = HashMap::new();
+        let mut grouped: Grouped = HashMap::default();
+        let mut seen: HashMap<RouteKey, usize> = HashMap::default();
         let mut values = Vec::with_capacity(specs.len());
 
         for (index, spec) in specs.into_iter().enumerate() {

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{BoxError, ProxyBody};
@@ -62,29 +62,42 @@ pub async fn substituted(
             }
         }
     }
-    let mut whole = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
+    // The body ended within the limit: substitute it whole. A single data frame (the usual
+    // case for small bodies) is scanned in place; several are joined first.
     let mut trailers = None;
+    let mut data: Vec<Bytes> = Vec::with_capacity(read.len());
     for frame in read {
         match frame.into_data() {
-            Ok(data) => whole.extend_from_slice(&data),
+            Ok(chunk) => data.push(chunk),
             Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }
+    let whole = match data.len() {
+        1 => data.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
+            data.iter().for_each(|d| joined.extend_from_slice(d));
+            joined.freeze()
+        }
+    };
     let mut substituter = BodySubstituter::new(tokens);
     let mut pieces = Vec::new();
-    substituter.push(whole.freeze(), &mut pieces)?;
+    substituter.push(whole, &mut pieces)?;
     substituter.finish(&mut pieces);
-    let out: Bytes = match pieces.len() {
-        1 => pieces.pop().unwrap_or_default(),
-        _ => pieces.concat().into(),
-    };
     headers.remove(header::TRANSFER_ENCODING);
-    if trailers.is_none() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        return Ok(Full::new(out).map_err(|never| match never {}).boxed_unsync());
+    // The pieces (text slices and token values) are sent as they are, without joining them:
+    // the exact Content-Length is their sum.
+    let mut frames: VecDeque<Frame<Bytes>> = pieces.into_iter().filter(|p| !p.is_empty()).map(Frame::data).collect();
+    match trailers {
+        None => {
+            let length: usize = frames.iter().filter_map(|f| f.data_ref().map(Bytes::len)).sum();
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        Some(trailers) => {
+            headers.remove(header::CONTENT_LENGTH);
+            frames.push_back(Frame::trailers(trailers));
+        }
     }
-    headers.remove(header::CONTENT_LENGTH);
-    let frames = VecDeque::from([Frame::data(out), Frame::trailers(trailers.unwrap_or_default())]);
     Ok(Frames(frames).boxed_unsync())
 }
 
@@ -106,6 +119,11 @@ impl Body for Frames {
 
     fn is_end_stream(&self) -> bool {
         self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let length: usize = self.0.iter().filter_map(|f| f.data_ref().map(Bytes::len)).sum();
+        SizeHint::with_exact(length as u64)
     }
 }
 

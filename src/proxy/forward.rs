@@ -111,7 +111,8 @@ fn substitute_headers(headers: &mut http::HeaderMap, tokens: &dyn Resolve) -> Re
             std::borrow::Cow::Borrowed(_) => continue,
             std::borrow::Cow::Owned(bytes) => bytes,
         };
-        if let Ok(v) = HeaderValue::from_bytes(&replaced) {
+        // From the owned buffer, so the (long) token is not copied again.
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(replaced)) {
             *value = v;
         }
     }

@@ -1,0 +1,677 @@
+#!/usr/bin/env bash
+# Load benchmark for token-sidecar: wrk through the sidecar vs direct, nginx and mitmproxy.
+#
+#   bash benches/load.sh                 # everything (about 10 minutes on 2 cores)
+#   MODE=throughput bash benches/load.sh # only the proxy comparison
+#   MODE=refresh bash benches/load.sh    # only p99 during back-to-back RSA-4096 refreshes
+#
+# Knobs (environment): DURATION (seconds per wrk run, default 4), ROUNDS (default 5),
+# REFRESH_ROUNDS (default 9: p99 is noisier than throughput here),
+# CONNS (default "1 16 256"), REFRESH_CONNS (default "1 16"), WRK_THREADS (default 1),
+# PEERS (default "direct sidecar nginx sidecar-2w mitmproxy"), SKIP_MITM=1, SKIP_BUILD=1
+# (reuse target/release/token-sidecar), SCRAPE_METRICS=1 (GET the sidecars' /metrics every
+# second during a case, as Prometheus would; see "Memory" in BENCHMARKS.md for why it matters).
+#
+# Everything runs on 127.0.0.1: an nginx upstream answering a small static 200, and in front
+# of it, one at a time, in interleaved rounds whose order rotates:
+#   direct     wrk -> upstream
+#   sidecar    wrk -> token-sidecar (worker_threads = 1, the default) -> upstream
+#   sidecar-2w the same with worker_threads = 2 (extra row)
+#   nginx      wrk -> nginx (worker_processes 1, proxy_set_header Authorization, keepalive
+#              pool of 1024) -> upstream
+#   mitmproxy  wrk -> mitmdump with an addon that sets Authorization -> upstream (if
+#              `pip install mitmproxy` works within 4 minutes)
+# and, for "p99 during back-to-back RSA-4096 refreshes", three sidecars bound to an RSA-4096
+# RS256 token: one with ttl 2s / refresh_before 1s (the refresher signs about once a second)
+# and two identical ones with ttl 15m (no signing during the run): the second static one is
+# an A/A control that shows how far two identical peers' p99 differ in the same run.
+# Every request is a POST in absolute form (forward-proxy mode, as HTTP_PROXY clients send)
+# with `Authorization: Bearer {/auth_token}` and a 48-byte JSON body holding a placeholder;
+# direct gets the same request in origin form. Reported per case: requests/s, p50 and p99
+# latency, CPU per request of the proxy (utime+stime delta over the run divided by requests),
+# idle RSS after start and peak RSS (VmHWM) at the end. Ratios are medians of the per-round
+# ratios (each round runs the peers back to back). Results: a table on stdout and
+# target/load-bench/results-<timestamp>.json.
+#
+# Requires root on a fresh Debian machine only for `apt-get install` of wrk, nginx and curl
+# when they are missing. Every process started here is killed on exit.
+
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=${MODE:-all}
+DURATION=${DURATION:-4}
+ROUNDS=${ROUNDS:-5}
+REFRESH_ROUNDS=${REFRESH_ROUNDS:-9}
+CONNS=${CONNS:-"1 16 256"}
+REFRESH_CONNS=${REFRESH_CONNS:-"1 16"}
+PEERS_WANTED=${PEERS:-"direct sidecar nginx sidecar-2w mitmproxy"}
+export SCRAPE_METRICS=${SCRAPE_METRICS:-0}
+WRK_THREADS=${WRK_THREADS:-1}
+SKIP_MITM=${SKIP_MITM:-0}
+SKIP_BUILD=${SKIP_BUILD:-0}
+OUT_DIR=$ROOT/target/load-bench
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+WORK=$(mktemp -d /tmp/token-sidecar-load.XXXXXX)
+# Sidecar configs live in their own folder: the sidecar watches its config folder for
+# reloads, so logs written next to the config would wake it on every line.
+CONF=$WORK/conf
+LOGS=$WORK/logs
+RUNS=$LOGS/runs.jsonl
+CLK_TCK=$(getconf CLK_TCK)
+mkdir -p "$OUT_DIR" "$CONF" "$LOGS"
+: >"$RUNS"
+
+case $MODE in all | throughput | refresh) ;; *)
+  echo "MODE must be all, throughput or refresh" >&2
+  exit 2
+  ;;
+esac
+
+log() { printf '[load %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# ---------------------------------------------------------------- processes and cleanup
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts a command in the background with its output in $LOGS/NAME.log; sets STARTED_PID.
+start() {
+  local name=$1
+  shift
+  "$@" >"$LOGS/$name.log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+}
+
+stop() {
+  local pid=$1 p kept=()
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+NEXT_PORT=${BASE_PORT:-18480}
+# Sets PORT to a free loopback port.
+pick_port() {
+  while port_open "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
+  PORT=$NEXT_PORT
+  NEXT_PORT=$((NEXT_PORT + 1))
+}
+
+wait_port() {
+  local port=$1 pid=$2 name=$3
+  for _ in $(seq 300); do
+    port_open "$port" && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$name exited before listening on $port:" >&2
+      cat "$LOGS/$name.log" >&2 || true
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "$name did not listen on $port within 30 s" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------- tools
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3 python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq "${need[@]}" >"$LOGS/apt.log" 2>&1; then
+    apt-get update -qq >>"$LOGS/apt.log" 2>&1
+    apt-get install -y -qq "${need[@]}" >>"$LOGS/apt.log" 2>&1 || {
+      cat "$LOGS/apt.log" >&2
+      exit 1
+    }
+  fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+MITM=""
+MITM_NOTE=""
+if [ "$MODE" != refresh ]; then
+  if [ "$SKIP_MITM" = 1 ]; then
+    MITM_NOTE="skipped (SKIP_MITM=1)"
+  else
+    VENV=$OUT_DIR/mitm-venv
+    if [ ! -x "$VENV/bin/mitmdump" ]; then
+      log "installing mitmproxy into $VENV (bounded to 4 minutes)"
+      if ! { python3 -m venv "$VENV" && timeout 240 "$VENV/bin/pip" install --quiet --disable-pip-version-check mitmproxy; } \
+        >"$LOGS/pip.log" 2>&1; then
+        MITM_NOTE="skipped: pip install mitmproxy failed or took over 4 minutes ($(tail -1 "$LOGS/pip.log"))"
+      fi
+    fi
+    if [ -x "$VENV/bin/mitmdump" ] && [ -z "$MITM_NOTE" ]; then
+      MITM=$VENV/bin/mitmdump
+      MITM_NOTE=$("$MITM" --version 2>/dev/null | head -1)
+    fi
+  fi
+  log "mitmproxy: ${MITM_NOTE}"
+fi
+
+if [ "$SKIP_BUILD" != 1 ]; then
+  log "building the release binary (fat LTO: several minutes on a clean tree)"
+  cargo build --release --quiet --bin token-sidecar
+fi
+SIDECAR=$ROOT/target/release/token-sidecar
+[ -x "$SIDECAR" ] || {
+  echo "missing $SIDECAR" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------- upstream
+pick_port
+UP=$PORT
+mkdir -p "$WORK/upstream/logs"
+cat >"$WORK/upstream/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/upstream/nginx.pid;
+error_log $WORK/upstream/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  client_body_temp_path $WORK/upstream/body;
+  server {
+    listen 127.0.0.1:$UP backlog=4096;
+    # What the proxy sent, for the sanity check before measuring.
+    location = /check { return 200 "auth=\$http_authorization length=\$content_length\n"; }
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+start upstream "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -g "daemon off;"
+wait_port "$UP" "$STARTED_PID" upstream
+log "upstream nginx on 127.0.0.1:$UP"
+
+# ---------------------------------------------------------------- keys and fixed token
+KEYS=$WORK/keys
+mkdir -p "$KEYS"
+cp examples/keys/demo-rsa.key.pem "$KEYS/"
+
+# A sidecar config: $1 file, $2 proxy port, $3 admin port, $4 worker threads, $5 key file,
+# $6 ttl, $7 refresh_before.
+sidecar_config() {
+  cat >"$1" <<EOF
+[proxy]
+listen = "127.0.0.1:$2"
+worker_threads = $4
+
+[admin]
+listen = "127.0.0.1:$3"
+
+[tokens.api_jwt]
+algorithm = "RS256"
+key_type = "RsaPem"
+key_file = "$5"
+kid = "bench"
+ttl = "$6"
+refresh_before = "$7"
+
+[tokens.api_jwt.claims]
+iss = "token-sidecar-bench"
+sub = "agent-function"
+aud = "127.0.0.1"
+scope = "read write"
+
+[[routes]]
+name = "upstream"
+scheme = "http"
+host = "127.0.0.1"
+port = $UP
+tokens = ["api_jwt"]
+
+[routes.placeholders]
+auth_token = "api_jwt"
+EOF
+}
+
+# nginx and mitmproxy set this fixed token: a real one of the same size as the sidecar's.
+sidecar_config "$CONF/sign.toml" 1 2 1 "$KEYS/demo-rsa.key.pem" 15m 3m
+FIXED_TOKEN=$("$SIDECAR" --config "$CONF/sign.toml" --log error sign api_jwt)
+[ "${#FIXED_TOKEN}" -gt 100 ] || {
+  echo "could not sign the fixed token" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------- wrk scripts
+BODY='{"query":"status","token":"{/auth_token}","n":1}'
+# $1 file, $2 path (absolute-form URL for proxies, origin-form for direct).
+wrk_script() {
+  cat >"$1" <<EOF
+local body = '$BODY'
+local req = wrk.format("POST", "$2", {
+  ["Host"] = "127.0.0.1:$UP",
+  ["Authorization"] = "Bearer {/auth_token}",
+  ["Content-Type"] = "application/json",
+  ["User-Agent"] = "agent-function/1.0",
+  ["Accept"] = "application/json",
+}, body)
+request = function() return req end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"socket_errors":%d,"non2xx":%d,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,"p999_us":%.1f,"mean_us":%.1f,"max_us":%d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+    latency.mean, latency.max))
+end
+EOF
+}
+wrk_script "$WORK/proxy.lua" "http://127.0.0.1:$UP/bench"
+wrk_script "$WORK/direct.lua" "/bench"
+
+# ---------------------------------------------------------------- peers
+declare -A PORT_OF PID_OF SCRAPER_OF
+
+pids_of() { # the process and its children (nginx workers)
+  local pid=$1
+  echo "$pid" $(pgrep -P "$pid" || true)
+}
+
+cpu_ticks() {
+  local total=0 pid f
+  for pid in $(pids_of "$1"); do
+    [ -r "/proc/$pid/stat" ] || continue
+    read -ra f <<<"$(sed 's/^.*) //' "/proc/$pid/stat")"
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+
+mem_kib() { # $1 pid, $2 VmRSS or VmHWM; summed over the process and its children
+  local total=0 pid v
+  for pid in $(pids_of "$1"); do
+    v=$(awk -v k="$2:" '$1 == k { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+start_sidecar() { # $1 name, $2 worker threads, $3 key, $4 ttl, $5 refresh_before
+  local name=$1 admin
+  pick_port
+  PORT_OF[$name]=$PORT
+  pick_port
+  admin=$PORT
+  sidecar_config "$CONF/$name.toml" "${PORT_OF[$name]}" "$admin" "$2" "$3" "$4" "$5"
+  start "$name" "$SIDECAR" --config "$CONF/$name.toml" --log info run
+  PID_OF[$name]=$STARTED_PID
+  wait_port "${PORT_OF[$name]}" "$STARTED_PID" "$name"
+  if [ "$SCRAPE_METRICS" = 1 ]; then
+    # Ends with the sidecar (checked every second), and is killed on exit in any case.
+    start "$name-scraper" bash -c 'while kill -0 "$1" 2>/dev/null; do
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$2/metrics"; sleep 1; done' _ "$STARTED_PID" "$admin"
+    SCRAPER_OF[$name]=$STARTED_PID
+  fi
+}
+
+start_nginx_proxy() {
+  local name=nginx dir=$WORK/nginx-proxy
+  pick_port
+  PORT_OF[$name]=$PORT
+  mkdir -p "$dir/logs"
+  cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  upstream up {
+    server 127.0.0.1:$UP;
+    keepalive 1024;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+  }
+  server {
+    listen 127.0.0.1:${PORT_OF[$name]} backlog=4096;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host "127.0.0.1:$UP";
+      proxy_set_header Authorization "Bearer $FIXED_TOKEN";
+    }
+  }
+}
+EOF
+  start "$name" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g "daemon off;"
+  PID_OF[$name]=$STARTED_PID
+  wait_port "${PORT_OF[$name]}" "$STARTED_PID" "$name"
+}
+
+start_mitm() {
+  local name=mitmproxy
+  pick_port
+  PORT_OF[$name]=$PORT
+  cat >"$WORK/mitm_addon.py" <<EOF
+class SetAuthorization:
+    def request(self, flow):
+        flow.request.headers["Authorization"] = "Bearer $FIXED_TOKEN"
+
+
+addons = [SetAuthorization()]
+EOF
+  start "$name" "$MITM" --mode regular --listen-host 127.0.0.1 --listen-port "${PORT_OF[$name]}" \
+    -s "$WORK/mitm_addon.py" --set flow_detail=0 --set termlog_verbosity=error \
+    --set confdir="$WORK/mitm-conf"
+  PID_OF[$name]=$STARTED_PID
+  wait_port "${PORT_OF[$name]}" "$STARTED_PID" "$name"
+}
+
+# Checks that a peer forwards to the upstream and sets the header (and, for the sidecar,
+# substitutes the body).
+sanity_check() {
+  local name=$1 got
+  if [ "$name" = direct ]; then return 0; fi
+  got=$(curl -sS --max-time 10 -x "http://127.0.0.1:${PORT_OF[$name]}" -H 'Authorization: Bearer {/auth_token}' \
+    -H 'Content-Type: application/json' --data-binary "$BODY" "http://127.0.0.1:$UP/check")
+  case $got in
+  "auth=Bearer eyJ"*) ;;
+  *)
+    echo "sanity check failed for $name: upstream saw: $got" >&2
+    exit 1
+    ;;
+  esac
+  if [[ $name == sidecar* ]] && [[ $got == *"length=${#BODY}" ]]; then
+    echo "sanity check failed for $name: body was not substituted ($got)" >&2
+    exit 1
+  fi
+}
+
+# Runs wrk against a peer once and appends one JSON line to $RUNS.
+# $1 mode, $2 peer, $3 connections, $4 round, $5 seconds.
+run_wrk() {
+  local mode=$1 name=$2 conns=$3 round=$4 secs=$5 url script threads before after out json refreshes
+  if [ "$name" = direct ]; then
+    url="http://127.0.0.1:$UP/bench"
+    script=$WORK/direct.lua
+  else
+    url="http://127.0.0.1:${PORT_OF[$name]}/bench"
+    script=$WORK/proxy.lua
+  fi
+  threads=$((conns < WRK_THREADS ? conns : WRK_THREADS))
+  local pid=${PID_OF[$name]:-}
+  before=0
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  local log_lines_before=0
+  [ -n "$pid" ] && log_lines_before=$(grep -c 'token refreshed' "$LOGS/$name.log" || true)
+  out=$(wrk -t "$threads" -c "$conns" -d "${secs}s" --timeout 5s --latency -s "$script" "$url" 2>&1) || {
+    echo "wrk failed against $name: $out" >&2
+    exit 1
+  }
+  after=0
+  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  refreshes=0
+  [ -n "$pid" ] && refreshes=$(($(grep -c 'token refreshed' "$LOGS/$name.log" || true) - log_lines_before))
+  json=$(grep '^WRKJSON ' <<<"$out" | sed 's/^WRKJSON //')
+  [ -n "$json" ] || {
+    echo "no result from wrk against $name: $out" >&2
+    exit 1
+  }
+  [ "$round" -ge 0 ] || return 0
+  printf '{"kind":"run","mode":"%s","peer":"%s","conns":%d,"round":%d,"cpu_ticks":%d,"clk_tck":%d,"refreshes":%d,"wrk":%s}\n' \
+    "$mode" "$name" "$conns" "$round" "$((after - before))" "$CLK_TCK" "$refreshes" "$json" >>"$RUNS"
+  python3 - "$json" "$name" "$conns" "$round" "$((after - before))" "$CLK_TCK" <<'EOF' >&2
+import json, sys
+w = json.loads(sys.argv[1]); name, conns, rnd, ticks, tck = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+rps = w["requests"] / (w["duration_us"] / 1e6)
+cpu = ticks / tck * 1e6 / max(w["requests"], 1)
+bad = w["socket_errors"] + w["non2xx"]
+print(f"    round {rnd} {name:<12} c={conns:<4} {rps:>9.0f} req/s  p50 {w['p50_us']:>8.0f} us  p99 {w['p99_us']:>8.0f} us"
+      f"  cpu {cpu:>6.1f} us/req" + (f"  ERRORS {bad}" if bad else ""))
+EOF
+}
+
+record_mem() { # $1 mode, $2 peer, $3 conns, $4 what (idle|peak|end_rss)
+  local name=$2 v
+  case $4 in
+  idle | end_rss) v=$(mem_kib "${PID_OF[$name]}" VmRSS) ;;
+  peak) v=$(mem_kib "${PID_OF[$name]}" VmHWM) ;;
+  esac
+  printf '{"kind":"mem","mode":"%s","peer":"%s","conns":%d,"what":"%s","kib":%d}\n' "$1" "$name" "$3" "$4" "$v" >>"$RUNS"
+}
+
+start_peer() {
+  case $1 in
+  direct) ;;
+  sidecar) start_sidecar sidecar 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
+  sidecar-2w) start_sidecar sidecar-2w 2 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
+  nginx) start_nginx_proxy ;;
+  mitmproxy) start_mitm ;;
+  sidecar-4096) start_sidecar sidecar-4096 1 "$KEYS/rsa4096.key.pem" 15m 3m ;;
+  sidecar-4096-control) start_sidecar sidecar-4096-control 1 "$KEYS/rsa4096.key.pem" 15m 3m ;;
+  sidecar-4096-refresh) start_sidecar sidecar-4096-refresh 1 "$KEYS/rsa4096.key.pem" 2s 1s ;;
+  esac
+}
+
+# One case: fresh peers, idle RSS, a warm-up, then ROUNDS interleaved rounds with rotated
+# order, then peak RSS, then the peers are stopped.
+run_case() {
+  local mode=$1 conns=$2 rounds=$ROUNDS
+  [ "$mode" = refresh ] && rounds=$REFRESH_ROUNDS
+  shift 2
+  local peers=("$@") n=$# r i name
+  log "$mode: $conns connection(s): ${peers[*]}"
+  for name in "${peers[@]}"; do start_peer "$name"; done
+  sleep 1
+  for name in "${peers[@]}"; do
+    [ "$name" = direct ] && continue
+    record_mem "$mode" "$name" "$conns" idle
+    sanity_check "$name"
+  done
+  for name in "${peers[@]}"; do run_wrk "$mode" "$name" "$conns" -1 1; done # warm-up
+  for r in $(seq 0 $((rounds - 1))); do
+    for i in $(seq 0 $((n - 1))); do
+      name=${peers[$(((i + r) % n))]}
+      run_wrk "$mode" "$name" "$conns" "$r" "$DURATION"
+    done
+  done
+  for name in "${peers[@]}"; do
+    [ "$name" = direct ] && continue
+    record_mem "$mode" "$name" "$conns" peak
+    record_mem "$mode" "$name" "$conns" end_rss
+    stop "${PID_OF[$name]}"
+    unset "PID_OF[$name]"
+    if [ -n "${SCRAPER_OF[$name]:-}" ]; then
+      stop "${SCRAPER_OF[$name]}"
+      unset "SCRAPER_OF[$name]"
+    fi
+  done
+}
+
+# ---------------------------------------------------------------- run
+if [ "$MODE" != refresh ]; then
+  PEERS=()
+  for p in $PEERS_WANTED; do
+    [ "$p" = mitmproxy ] && [ -z "$MITM" ] && continue
+    PEERS+=("$p")
+  done
+  for c in $CONNS; do run_case throughput "$c" "${PEERS[@]}"; done
+fi
+if [ "$MODE" != throughput ]; then
+  log "generating an RSA-4096 key"
+  "$SIDECAR" keygen --alg RS256 --bits 4096 --out "$KEYS" --name rsa4096 >/dev/null 2>&1
+  for c in $REFRESH_CONNS; do run_case refresh "$c" sidecar-4096 sidecar-4096-refresh sidecar-4096-control; done
+fi
+
+# ---------------------------------------------------------------- report
+RESULT=$OUT_DIR/results-$STAMP.json
+export REFRESH_ROUNDS
+python3 - "$RUNS" "$RESULT" "$MITM_NOTE" "$DURATION" "$ROUNDS" "$WRK_THREADS" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF'
+import json, os, platform, statistics, subprocess, sys, time
+
+runs_path, out_path, mitm_note, duration, rounds, wrk_threads, rev = sys.argv[1:8]
+lines = [json.loads(l) for l in open(runs_path) if l.strip()]
+runs = [l for l in lines if l["kind"] == "run"]
+mems = [l for l in lines if l["kind"] == "mem"]
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+def tool_version(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (p.stdout + p.stderr).strip().splitlines()[0]
+    except Exception:
+        return "unknown"
+
+def rps(r):
+    return r["wrk"]["requests"] / (r["wrk"]["duration_us"] / 1e6)
+
+def cpu_us(r):
+    return r["cpu_ticks"] / r["clk_tck"] * 1e6 / max(r["wrk"]["requests"], 1)
+
+med = statistics.median
+cases = {}
+for r in runs:
+    cases.setdefault((r["mode"], r["conns"]), {}).setdefault(r["peer"], {})[r["round"]] = r
+
+summary = []
+for (mode, conns), peers in sorted(cases.items()):
+    for peer, by_round in peers.items():
+        rs = list(by_round.values())
+        mem = {m["what"]: m["kib"] for m in mems if (m["mode"], m["conns"], m["peer"]) == (mode, conns, peer)}
+        summary.append({
+            "mode": mode, "conns": conns, "peer": peer, "rounds": len(rs),
+            "rps": med(rps(r) for r in rs),
+            "p50_us": med(r["wrk"]["p50_us"] for r in rs),
+            "p99_us": med(r["wrk"]["p99_us"] for r in rs),
+            "p999_us": med(r["wrk"]["p999_us"] for r in rs),
+            "cpu_us_per_req": None if peer == "direct" else med(cpu_us(r) for r in rs),
+            "errors": sum(r["wrk"]["socket_errors"] + r["wrk"]["non2xx"] for r in rs),
+            "refreshes_per_run": med(r["refreshes"] for r in rs),
+            "idle_rss_mib": mem["idle"] / 1024 if "idle" in mem else None,
+            "peak_rss_mib": mem["peak"] / 1024 if "peak" in mem else None,
+            "end_rss_mib": mem["end_rss"] / 1024 if "end_rss" in mem else None,
+            "per_round": [{"round": k, "rps": rps(v), "p50_us": v["wrk"]["p50_us"], "p99_us": v["wrk"]["p99_us"],
+                           "p999_us": v["wrk"]["p999_us"], "cpu_us_per_req": cpu_us(v), "refreshes": v["refreshes"]} for k, v in sorted(by_round.items())],
+        })
+
+def ratio(mode, conns, a, b, key):
+    """Median over rounds of a/b, each round's pair measured back to back."""
+    peers = cases.get((mode, conns), {})
+    if a not in peers or b not in peers:
+        return None
+    vals = []
+    for rnd, ra in peers[a].items():
+        rb = peers[b].get(rnd)
+        if rb is None:
+            continue
+        va, vb = key(ra), key(rb)
+        if vb:
+            vals.append(va / vb)
+    return med(vals) if vals else None
+
+def diff(mode, conns, a, b, key):
+    peers = cases.get((mode, conns), {})
+    if a not in peers or b not in peers:
+        return None
+    vals = [key(ra) - key(peers[b][k]) for k, ra in peers[a].items() if k in peers[b]]
+    return med(vals) if vals else None
+
+p50 = lambda r: r["wrk"]["p50_us"]
+p99 = lambda r: r["wrk"]["p99_us"]
+p999 = lambda r: r["wrk"]["p999_us"]
+ratios = []
+for (mode, conns) in sorted(cases):
+    if mode == "throughput":
+        ratios.append({
+            "mode": mode, "conns": conns,
+            "sidecar_over_nginx_rps": ratio(mode, conns, "sidecar", "nginx", rps),
+            "sidecar_over_nginx_p99": ratio(mode, conns, "sidecar", "nginx", p99),
+            "sidecar_over_nginx_cpu": ratio(mode, conns, "sidecar", "nginx", cpu_us),
+            "sidecar_over_direct_rps": ratio(mode, conns, "sidecar", "direct", rps),
+            "sidecar_over_direct_p50": ratio(mode, conns, "sidecar", "direct", p50),
+            "sidecar_added_p50_us": diff(mode, conns, "sidecar", "direct", p50),
+            "nginx_added_p50_us": diff(mode, conns, "nginx", "direct", p50),
+            "sidecar2w_over_nginx_rps": ratio(mode, conns, "sidecar-2w", "nginx", rps),
+            "sidecar2w_over_nginx_p99": ratio(mode, conns, "sidecar-2w", "nginx", p99),
+            "sidecar_over_mitmproxy_rps": ratio(mode, conns, "sidecar", "mitmproxy", rps),
+        })
+    else:
+        ratios.append({
+            "mode": mode, "conns": conns,
+            "refresh_over_static_p99": ratio(mode, conns, "sidecar-4096-refresh", "sidecar-4096", p99),
+            "refresh_over_static_p50": ratio(mode, conns, "sidecar-4096-refresh", "sidecar-4096", p50),
+            "refresh_over_static_rps": ratio(mode, conns, "sidecar-4096-refresh", "sidecar-4096", rps),
+            "control_over_static_p99": ratio(mode, conns, "sidecar-4096-control", "sidecar-4096", p99),
+            "refresh_over_static_p999": ratio(mode, conns, "sidecar-4096-refresh", "sidecar-4096", p999),
+            "control_over_static_p999": ratio(mode, conns, "sidecar-4096-control", "sidecar-4096", p999),
+        })
+
+machine = {
+    "nproc": os.cpu_count(), "cpu_model": cpu_model(), "kernel": platform.release(),
+    "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_rev": rev,
+    "wrk": tool_version(["wrk", "--version"]), "nginx": tool_version(["nginx", "-v"]), "mitmproxy": mitm_note,
+}
+settings = {"duration_s": int(duration), "rounds": int(rounds), "refresh_rounds": int(os.environ["REFRESH_ROUNDS"]),
+            "wrk_threads": int(wrk_threads),
+            "scrape_metrics": os.environ.get("SCRAPE_METRICS", "0") == "1"}
+json.dump({"machine": machine, "settings": settings, "summary": summary, "ratios": ratios}, open(out_path, "w"), indent=2)
+
+def f(v, fmt):
+    return "-" if v is None else format(v, fmt)
+
+print()
+print(f"machine: {machine['nproc']} cores, {machine['cpu_model']}, kernel {machine['kernel']}, {machine['date_utc']}, rev {rev}")
+print(f"{rounds} interleaved rounds of {duration} s per case, wrk -t{wrk_threads}; medians. mitmproxy: {mitm_note or 'not run'}"
+      + ("; sidecars' /metrics scraped every second" if settings["scrape_metrics"] else ""))
+print()
+print(f"| mode | conns | peer | req/s | p50 us | p99 us | p99.9 us | CPU us/req | idle RSS MiB | peak RSS MiB | errors |")
+print(f"|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for s in summary:
+    print(f"| {s['mode']} | {s['conns']} | {s['peer']} | {s['rps']:.0f} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | {s['p999_us']:.0f} | "
+          f"{f(s['cpu_us_per_req'], '.1f')} | {f(s['idle_rss_mib'], '.1f')} | {f(s['peak_rss_mib'], '.1f')} | {s['errors']} |")
+print()
+print("| conns | sidecar/nginx req/s | sidecar/nginx p99 | sidecar/nginx CPU/req | sidecar/direct req/s | sidecar/direct p50 | added p50 us (sidecar) | added p50 us (nginx) | 2 workers/nginx req/s | 2 workers/nginx p99 | sidecar/mitmproxy req/s |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in ratios:
+    if r["mode"] == "throughput":
+        print(f"| {r['conns']} | {f(r['sidecar_over_nginx_rps'], '.2f')} | {f(r['sidecar_over_nginx_p99'], '.2f')} | "
+              f"{f(r['sidecar_over_nginx_cpu'], '.2f')} | {f(r['sidecar_over_direct_rps'], '.2f')} | "
+              f"{f(r['sidecar_over_direct_p50'], '.2f')} | {f(r['sidecar_added_p50_us'], '.0f')} | "
+              f"{f(r['nginx_added_p50_us'], '.0f')} | {f(r['sidecar2w_over_nginx_rps'], '.2f')} | "
+              f"{f(r['sidecar2w_over_nginx_p99'], '.2f')} | {f(r['sidecar_over_mitmproxy_rps'], '.1f')} |")
+refresh = [r for r in ratios if r["mode"] == "refresh"]
+if refresh:
+    print()
+    print("| conns | refresh/static p99 | A/A control/static p99 | refresh/static p99.9 | control/static p99.9 | refresh/static p50 | refresh/static req/s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in refresh:
+        print(f"| {r['conns']} | {f(r['refresh_over_static_p99'], '.2f')} | {f(r['control_over_static_p99'], '.2f')} | "
+              f"{f(r['refresh_over_static_p999'], '.2f')} | {f(r['control_over_static_p999'], '.2f')} | "
+              f"{f(r['refresh_over_static_p50'], '.2f')} | {f(r['refresh_over_static_rps'], '.2f')} |")
+print()
+print(f"results: {out_path}")
+EOF
