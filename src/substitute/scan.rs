@@ -238,13 +238,21 @@ fn encoded_at(bytes: &[u8], at: usize) -> Option<(usize, &str)> {
 /// everything else (upper-case hex, as the RFC recommends).
 fn percent_encode_into(value: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in value {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    // Runs of unreserved bytes (all of a JWT) are copied at once.
+    let mut rest = value;
+    while !rest.is_empty() {
+        let run = rest.iter().position(|&b| !unreserved(b)).unwrap_or(rest.len());
+        let (plain, tail) = rest.split_at(run);
+        // Unreserved bytes are ASCII, so this never fails.
+        out.push_str(std::str::from_utf8(plain).unwrap_or_default());
+        if let Some((&b, after)) = tail.split_first() {
             out.push('%');
             out.push(char::from(HEX[usize::from(b >> 4)]));
             out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            rest = after;
+        } else {
+            rest = tail;
         }
     }
 }
