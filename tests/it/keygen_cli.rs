@@ -236,27 +236,22 @@ fn sign_output_verifies_with_openssl() {
     std::fs::write(&input_path, signing_input).unwrap();
     std::fs::write(&sig_path, URL_SAFE_NO_PAD.decode(signature).expect("base64url signature")).unwrap();
     let public = repo_root().join("examples/keys/demo-rsa.pub.pem");
-    let verify = std::process::Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(&public)
-        .arg("-signature")
-        .arg(&sig_path)
-        .arg(&input_path)
-        .output()
-        .expect("openssl runs");
-    assert!(verify.status.success(), "openssl: {}", String::from_utf8_lossy(&verify.stdout));
-    assert_eq!(String::from_utf8_lossy(&verify.stdout).trim(), "Verified OK");
+    let openssl_verify = || {
+        std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&public)
+            .arg("-signature")
+            .arg(&sig_path)
+            .arg(&input_path)
+            .output()
+            .expect("openssl runs")
+    };
+    let verified = openssl_verify();
+    assert!(verified.status.success(), "openssl: {}", String::from_utf8_lossy(&verified.stdout));
+    assert_eq!(String::from_utf8_lossy(&verified.stdout).trim(), "Verified OK");
     // A flipped signature byte must fail, or the check proves nothing.
     let mut bad = URL_SAFE_NO_PAD.decode(signature).unwrap();
     bad[0] ^= 1;
     std::fs::write(&sig_path, bad).unwrap();
-    let rejected = std::process::Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(&public)
-        .arg("-signature")
-        .arg(&sig_path)
-        .arg(&input_path)
-        .output()
-        .expect("openssl runs");
-    assert!(!rejected.status.success());
+    assert!(!openssl_verify().status.success());
 }
