@@ -34,11 +34,11 @@ pub async fn forward(snapshot: Arc<Snapshot>, entry: &Entry, req: Request<Incomi
             compiled.duration.record(elapsed.as_secs_f64());
             metrics::SharedString::from(Arc::clone(&compiled.name))
         }
-        None => metrics::SharedString::const_str("none"),
+        None => {
+            metrics::histogram!("proxy_request_duration_seconds", "route" => "none").record(elapsed.as_secs_f64());
+            metrics::SharedString::const_str("none")
+        }
     };
-    if route.is_none() {
-        metrics::histogram!("proxy_request_duration_seconds", "route" => "none").record(elapsed.as_secs_f64());
-    }
     tracing::debug!(%method, route = &*route_name, status = status.as_u16(), elapsed_us = elapsed.as_micros() as u64, "request");
     metrics::counter!("proxy_requests_total", "route" => route_name, "status" => status_label(status)).increment(1);
     response

@@ -16,10 +16,8 @@ use crate::routes::Scheme;
 /// Answers a CONNECT request: intercept, tunnel blind, or refuse.
 pub async fn connect(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
     let snapshot = proxy.snapshot();
-    let Some(authority) = req.uri().authority().cloned() else {
-        return ProxyError::BadRequest("CONNECT needs a host:port target".into()).into_response();
-    };
-    let Some(port) = authority.port_u16() else {
+    let target = req.uri().authority().and_then(|a| Some((a.clone(), a.port_u16()?)));
+    let Some((authority, port)) = target else {
         return ProxyError::BadRequest("CONNECT needs a host:port target".into()).into_response();
     };
     let host = authority.host().to_ascii_lowercase();
