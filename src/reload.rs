@@ -147,10 +147,9 @@ async fn watch_with(path: &Path, sidecar: &Sidecar, mut hangup: Hangup) {
     loop {
         // Watch the folders of the running config's files and of the files the config on disk
         // names (a new key file in a new folder must be seen too).
-        let attempted = files_named_by(path);
         if let Some(w) = watcher.as_mut() {
             let mut wanted = folders(&sidecar.state().load().config.watched_files);
-            wanted.extend(folders(&attempted));
+            wanted.extend(folders(&files_named_by(path)));
             for dir in wanted.difference(&watched.clone()) {
                 match w.watch(dir, RecursiveMode::NonRecursive) {
                     Ok(()) => {
