@@ -37,6 +37,26 @@ pub enum ProxyError {
     UpstreamFailed(String),
     #[error("upstream {0} did not answer in time")]
     UpstreamTimeout(String),
+    #[error("the request path {0}; send the normalised path")]
+    PathNotNormalised(crate::proxy::path::PathRefusal),
+    #[error("{0}")]
+    BadConnectTarget(String),
+    #[error("{0}")]
+    AmbiguousHost(String),
+    #[error("the requested host is not a valid host name: {0}")]
+    BadHost(String),
+    #[error("CONNECT is only served on the proxy port (HTTPS_PROXY), not on this listener or inside a tunnel")]
+    ConnectNotAllowed,
+    #[error(
+        "the request's headers are larger than {0} bytes once placeholders are filled in ([proxy] max_header_bytes)"
+    )]
+    HeadersTooLarge(u64),
+    #[error("the request target is longer than {0} bytes once placeholders are filled in ([proxy] max_uri_bytes)")]
+    UriTooLong(u64),
+    #[error("the sidecar is buffering as many request bodies as [proxy] max_buffered_total allows; retry shortly")]
+    Overloaded,
+    #[error("the client paused sending the request body for longer than [proxy] body_timeout ({0:?})")]
+    BodyTimeout(std::time::Duration),
 }
 
 impl ProxyError {
@@ -56,12 +76,31 @@ impl ProxyError {
             ProxyError::UpstreamTls { .. } => "upstream_tls_error",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::PathNotNormalised(_) => "path_not_normalised",
+            ProxyError::BadConnectTarget(_) => "bad_connect_target",
+            ProxyError::AmbiguousHost(_) => "ambiguous_host",
+            ProxyError::BadHost(_) => "bad_host",
+            ProxyError::ConnectNotAllowed => "connect_not_allowed",
+            ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::UriTooLong(_) => "uri_too_long",
+            ProxyError::Overloaded => "overloaded",
+            ProxyError::BodyTimeout(_) => "body_timeout",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::NotAProxyRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_)
+            | ProxyError::NotAProxyRequest(_)
+            | ProxyError::PathNotNormalised(_)
+            | ProxyError::BadConnectTarget(_)
+            | ProxyError::AmbiguousHost(_)
+            | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Refused(r) => match r.kind {
                 RefusalKind::NotBound => StatusCode::FORBIDDEN,
                 RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

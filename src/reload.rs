@@ -8,6 +8,7 @@
 //! a bad one is logged with file:line:column and the old one keeps serving.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,9 +128,18 @@ pub async fn watch(path: &Path, sidecar: &Sidecar) {
 
 async fn watch_with(path: &Path, sidecar: &Sidecar, mut hangup: Hangup) {
     let (tx, mut events) = mpsc::unbounded_channel();
+    // Names of the files that matter; events about anything else in the watched folders (a
+    // log file the sidecar itself writes there, say) are ignored.
+    let relevant: Arc<std::sync::Mutex<BTreeSet<OsString>>> = Arc::default();
+    let filter = Arc::clone(&relevant);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Reads (including our own) are not changes.
-        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+        let Ok(event) = event else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let names = filter.lock().map(|n| n.clone()).unwrap_or_default();
+        if event.paths.is_empty() || event.paths.iter().any(|p| concerns(p, &names)) {
             let _ = tx.send(());
         }
     });
@@ -148,8 +158,12 @@ async fn watch_with(path: &Path, sidecar: &Sidecar, mut hangup: Hangup) {
         // Watch the folders of the running config's files and of the files the config on disk
         // names (a new key file in a new folder must be seen too).
         if let Some(w) = watcher.as_mut() {
-            let mut wanted = folders(&sidecar.state().load().config.watched_files);
-            wanted.extend(folders(&files_named_by(path)));
+            let mut files = sidecar.state().load().config.watched_files.clone();
+            files.extend(files_named_by(path));
+            if let Ok(mut names) = relevant.lock() {
+                *names = files.iter().filter_map(|f| f.file_name().map(OsString::from)).collect();
+            }
+            let wanted = folders(&files);
             for dir in wanted.difference(&watched.clone()) {
                 match w.watch(dir, RecursiveMode::NonRecursive) {
                     Ok(()) => {
@@ -179,6 +193,13 @@ async fn watch_with(path: &Path, sidecar: &Sidecar, mut hangup: Hangup) {
         }
         last_rejected = reload(path, sidecar).await.is_err().then_some(attempted);
     }
+}
+
+/// Whether a file event about `path` could change the config: it names one of the config's
+/// files, or it is part of a Kubernetes atomic update (`..data` and `..TIMESTAMP` entries,
+/// swapped under the files' symlinks).
+fn concerns(path: &Path, names: &BTreeSet<OsString>) -> bool {
+    path.file_name().is_some_and(|name| names.contains(name) || name.as_encoded_bytes().starts_with(b".."))
 }
 
 /// The config file and every key file its text names, read leniently (the config may be

@@ -150,6 +150,14 @@ impl fmt::Display for HostPattern {
     }
 }
 
+/// The canonical form of a host a client asked for (lowercase, without one trailing dot),
+/// or why it names nothing a route could match: empty labels (`x..example`, `.example`),
+/// characters outside DNS names, malformed IPv6 literals. The same rules as route hosts, so
+/// what a request names and what a route binds are compared in one spelling.
+pub fn canonical_host(raw: &str) -> Result<String, &'static str> {
+    normalize_host(raw, false)
+}
+
 /// Validates a host (or wildcard suffix without its `*.`) and returns its
 /// canonical form: lowercase, without one trailing dot.
 fn normalize_host(raw: &str, wildcard: bool) -> Result<String, &'static str> {

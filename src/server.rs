@@ -48,6 +48,7 @@ struct BoundSettings {
     echo: Option<crate::config::EchoSettings>,
     listeners: Vec<(SocketAddr, http::Uri)>,
     worker_threads: usize,
+    max_connections: usize,
 }
 
 impl BoundSettings {
@@ -58,6 +59,7 @@ impl BoundSettings {
             echo: config.echo,
             listeners: config.listeners.iter().map(|l| (l.listen, l.upstream.clone())).collect(),
             worker_threads: config.proxy.worker_threads,
+            max_connections: config.proxy.max_connections,
         }
     }
 }
@@ -104,7 +106,7 @@ impl Sidecar {
             let target = ReverseTarget::from_uri(&l.upstream);
             reverse.push((bind(l.listen, "reverse listener").await?, target));
         }
-        let grace = config.proxy.shutdown_grace;
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.proxy.max_connections));
         let bound = BoundSettings::of(&config);
 
         let snapshot = Snapshot::build_with(config, None, minters).await?;
@@ -132,9 +134,11 @@ impl Sidecar {
         for (listener, target) in reverse {
             let Some(target) = target else { continue };
             let entry = Entry::Reverse(Arc::new(target));
-            tasks.spawn(crate::proxy::listen::serve(listener, proxy.clone(), entry, watcher.clone(), grace));
+            let serve =
+                crate::proxy::listen::serve(listener, proxy.clone(), entry, watcher.clone(), Arc::clone(&connections));
+            tasks.spawn(serve);
         }
-        tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy(proxy_addr), watcher, grace));
+        tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy(proxy_addr), watcher, connections));
         tracing::info!(%proxy_addr, %admin_addr, "token-sidecar ready");
         Ok(Sidecar {
             state,
@@ -173,6 +177,9 @@ impl Sidecar {
         }
         if new.worker_threads != self.bound.worker_threads {
             changes.push("[proxy] worker_threads");
+        }
+        if new.max_connections != self.bound.max_connections {
+            changes.push("[proxy] max_connections");
         }
         changes
     }

@@ -6,19 +6,19 @@
 //! definition did not change, so a reload does not re-sign (or drop) unchanged tokens.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::{Config, RouteDefinition};
 use crate::proxy::upstream::Upstream;
 use crate::routes::RouteTable;
 use crate::store::{Mint, TokenCell};
-use crate::substitute::{Resolution, Resolve};
+use crate::substitute::{Redactions, RefusalKind, Refused, Resolution, Resolve};
 use crate::tls::Interceptor;
-use crate::tokens::MintError;
+use crate::tokens::{MintError, MintedToken};
 
 /// One route, ready for the request path.
 #[derive(Debug)]
@@ -29,6 +29,10 @@ pub struct CompiledRoute {
     /// Headers to set on every request, as templates that may hold placeholders.
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     pub upstream_tls: bool,
+    /// The route's path prefix: a routed path must stay inside it under every reading.
+    pub path_prefix: Box<str>,
+    /// Whether injected values are replaced by their placeholders in responses.
+    pub redact_responses: bool,
     /// `proxy_request_duration_seconds` for this route, registered once.
     pub duration: metrics::Histogram,
 }
@@ -149,27 +153,70 @@ fn compile_route(r: &RouteDefinition, cells: &HashMap<String, Arc<TokenCell>>) -
         .collect();
     let name: Arc<str> = Arc::from(r.name.as_str());
     let duration = metrics::histogram!("proxy_request_duration_seconds", "route" => Arc::clone(&name));
-    CompiledRoute { name, bindings, set_headers, upstream_tls: r.upstream_tls, duration }
+    CompiledRoute {
+        name,
+        bindings,
+        set_headers,
+        upstream_tls: r.upstream_tls,
+        path_prefix: r.path_prefix.clone().into_boxed_str(),
+        redact_responses: r.redact_responses,
+        duration,
+    }
 }
 
 /// Resolves placeholders for one request against the token values loaded when it started.
 ///
 /// Values are loaded once, up front, so the header, the target and a body that streams for
-/// minutes all carry the same token even if the cell is refreshed meanwhile.
+/// minutes all carry the same token even if the cell is refreshed meanwhile. Each value is
+/// checked against its expiry every time it is written, and [`RequestTokens::check_fresh`]
+/// checks every value used so far at the moment the request leaves (invariant 7).
 pub struct RequestTokens {
     snapshot: Arc<Snapshot>,
     route: usize,
-    values: Vec<Option<Bytes>>,
+    values: Vec<Option<Arc<MintedToken>>>,
+    /// Which bindings were written into the request, for the send-time check and redaction.
+    used: Vec<AtomicBool>,
 }
 
 impl RequestTokens {
     pub fn load(snapshot: Arc<Snapshot>, route: usize, now: SystemTime) -> RequestTokens {
-        let values = snapshot
+        let values: Vec<_> = snapshot
             .compiled
             .get(route)
-            .map(|r| r.bindings.iter().map(|(_, cell, _)| cell.current(now).map(|t| t.value.clone())).collect())
+            .map(|r| r.bindings.iter().map(|(_, cell, _)| cell.current(now)).collect())
             .unwrap_or_default();
-        RequestTokens { snapshot, route, values }
+        let used = values.iter().map(|_| AtomicBool::new(false)).collect();
+        RequestTokens { snapshot, route, values, used }
+    }
+
+    /// Refuses the request if a token it carries has expired by `now`: checked when the
+    /// request is handed to the upstream connection, however long its body took to arrive.
+    pub fn check_fresh(&self, now: SystemTime) -> Result<(), Refused> {
+        let Some(route) = self.snapshot.compiled.get(self.route) else { return Ok(()) };
+        for (i, used) in self.used.iter().enumerate() {
+            if !used.load(Ordering::Relaxed) {
+                continue;
+            }
+            let expired = self.values.get(i).and_then(Option::as_ref).is_none_or(|t| t.expires_at <= now);
+            if expired {
+                let name = route.bindings.get(i).map_or_else(String::new, |(n, _, _)| n.to_string());
+                return Err(Refused { name, kind: RefusalKind::Unavailable });
+            }
+        }
+        Ok(())
+    }
+
+    /// The values written into the request so far, each with its placeholder text and the
+    /// `redactions_total` counter of its token.
+    pub fn redactions(&self) -> Option<Redactions> {
+        let route = self.snapshot.compiled.get(self.route)?;
+        let used = self.used.iter().enumerate().filter(|(_, u)| u.load(Ordering::Relaxed));
+        Redactions::new(used.filter_map(|(i, _)| {
+            let value = self.values.get(i)?.as_ref()?.value.clone();
+            let (placeholder, cell, _) = route.bindings.get(i)?;
+            let counter = metrics::counter!("redactions_total", "token" => cell.name().to_string());
+            Some((value, format!("{{/{placeholder}}}"), counter))
+        }))
     }
 }
 
@@ -180,11 +227,16 @@ impl Resolve for RequestTokens {
         };
         if let Some(i) = route.bindings.iter().position(|(n, _, _)| &**n == name) {
             return match self.values.get(i).cloned().flatten() {
-                Some(v) => {
+                // Checked at every write: a body that streams past the token's expiry gets
+                // an error, never the expired token.
+                Some(token) if token.expires_at > SystemTime::now() => {
                     route.bindings[i].2.increment(1);
-                    Resolution::Value(v)
+                    if let Some(used) = self.used.get(i) {
+                        used.store(true, Ordering::Relaxed);
+                    }
+                    Resolution::Value(token.value.clone())
                 }
-                None => Resolution::Unavailable,
+                _ => Resolution::Unavailable,
             };
         }
         if self.snapshot.cells.contains_key(name) {

@@ -58,6 +58,25 @@ pub struct ProxySettings {
     pub worker_threads: usize,
     pub pool_idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Open client connections across all listeners; further connections wait in the
+    /// kernel's accept queue until one closes.
+    pub max_connections: usize,
+    /// Concurrent h2 streams per client connection.
+    pub max_streams_per_connection: u32,
+    /// The request's header section (names and values) after substitution: 431 beyond it.
+    pub max_header_bytes: u64,
+    /// The request target after substitution: 414 beyond it.
+    pub max_uri_bytes: u64,
+    /// Request bodies buffered for substitution, all requests together: 503 beyond it.
+    pub max_buffered_total: u64,
+    /// From accept (or the CONNECT answer) to the first request bytes / TLS handshake done.
+    pub handshake_timeout: Duration,
+    /// To receive a whole HTTP/1.1 request head.
+    pub header_timeout: Duration,
+    /// Longest pause between two chunks of a request or upstream response body.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ProxySettings {
@@ -72,6 +91,15 @@ impl Default for ProxySettings {
             worker_threads: 1,
             pool_idle_timeout: Duration::from_secs(90),
             shutdown_grace: Duration::from_secs(30),
+            max_connections: 1024,
+            max_streams_per_connection: 100,
+            max_header_bytes: 64 << 10,
+            max_uri_bytes: 16 << 10,
+            max_buffered_total: 64 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -136,6 +164,9 @@ pub struct RouteDefinition {
     pub bindings: BTreeMap<String, String>,
     pub set_headers: Vec<(http::HeaderName, String)>,
     pub upstream_tls: bool,
+    /// Replace the values of tokens injected into a request by their placeholder text in the
+    /// response, so an upstream that reflects a request cannot hand the agent a live token.
+    pub redact_responses: bool,
 }
 
 /// One `[[listeners]]` entry: a local port that sends everything to one upstream base URL.

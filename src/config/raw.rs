@@ -40,6 +40,15 @@ pub struct RawProxy {
     pub worker_threads: Option<Spanned<i64>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
     pub shutdown_grace: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_streams_per_connection: Option<Spanned<i64>>,
+    pub max_header_bytes: Option<Spanned<String>>,
+    pub max_uri_bytes: Option<Spanned<String>>,
+    pub max_buffered_total: Option<Spanned<String>>,
+    pub handshake_timeout: Option<Spanned<String>>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
 }
 
 /// `[admin]`: metrics and health endpoints.
@@ -107,6 +116,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub set_headers: BTreeMap<String, Spanned<String>>,
     pub upstream_tls: Option<Spanned<bool>>,
+    pub redact_responses: Option<Spanned<bool>>,
 }
 
 /// `[[listeners]]`: a local port bound to one upstream, for clients that cannot use a proxy.

@@ -132,7 +132,39 @@ fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> Pr
             }
         },
     };
+    let size = |v: &Option<Spanned<String>>, key: &str, default: u64, c: &mut Collector<'_>| match v {
+        None => default,
+        Some(s) => match parse_size(s.get_ref()) {
+            Ok(n) if n > 0 => n,
+            Ok(_) => {
+                c.error(s.span(), key, "must be larger than zero");
+                default
+            }
+            Err(e) => {
+                c.error(s.span(), key, e);
+                default
+            }
+        },
+    };
+    let count = |v: &Option<Spanned<i64>>, key: &str, default: usize, c: &mut Collector<'_>| {
+        v.as_ref().map_or(default, |n| positive(n, key, c).unwrap_or(default))
+    };
     ProxySettings {
+        max_connections: count(&p.max_connections, "proxy.max_connections", d.max_connections, c),
+        max_streams_per_connection: u32::try_from(count(
+            &p.max_streams_per_connection,
+            "proxy.max_streams_per_connection",
+            d.max_streams_per_connection as usize,
+            c,
+        ))
+        .unwrap_or(u32::MAX),
+        max_header_bytes: size(&p.max_header_bytes, "proxy.max_header_bytes", d.max_header_bytes, c),
+        max_uri_bytes: size(&p.max_uri_bytes, "proxy.max_uri_bytes", d.max_uri_bytes, c),
+        max_buffered_total: size(&p.max_buffered_total, "proxy.max_buffered_total", d.max_buffered_total, c),
+        handshake_timeout: duration(&p.handshake_timeout, "proxy.handshake_timeout", d.handshake_timeout, c),
+        header_timeout: duration(&p.header_timeout, "proxy.header_timeout", d.header_timeout, c),
+        body_timeout: duration(&p.body_timeout, "proxy.body_timeout", d.body_timeout, c),
+        idle_timeout: duration(&p.idle_timeout, "proxy.idle_timeout", d.idle_timeout, c),
         listen: p.listen.as_ref().map_or(d.listen, |l| socket_addr(l, "proxy.listen", c)),
         unmatched: match &p.unmatched {
             None => Unmatched::Forward,
@@ -283,6 +315,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
         bindings,
         set_headers,
         upstream_tls: r.upstream_tls.as_ref().is_some_and(|b| *b.get_ref()),
+        redact_responses: r.redact_responses.as_ref().is_some_and(|b| *b.get_ref()),
     })
 }
 

@@ -2,7 +2,8 @@
 //! or endless ones rewritten as a stream (chunked), compressed ones left alone.
 //!
 //! Memory per request is bounded by `max_buffered_body` plus the substituter's carry,
-//! whatever the body size (invariant 4).
+//! whatever the body size or its chunking (invariant 4), and all buffered bodies together by
+//! `max_buffered_total` ([`BufferBudget`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -11,17 +12,44 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
+use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
+use super::budget::{BufferBudget, Reservation};
+use super::timed::{BodyTimedOut, TimedBody};
 use super::{BoxError, ProxyBody};
 use crate::error::ProxyError;
-use crate::substitute::{BodySubstituter, Resolve, SubstitutingBody};
+use crate::substitute::MAX_TRAILERS;
+use crate::substitute::{substitute_header_map, BodySubstituter, Bounded, Resolve, SubstitutingBody};
 
-/// Passes a body through untouched.
-pub fn untouched(body: Incoming) -> ProxyBody {
-    body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+/// A client's request body with the idle timeout between its chunks applied.
+pub type ClientBody = TimedBody<hyper::body::Incoming>;
+
+/// Limits that shape how one request body is handled.
+pub struct BodyLimits<'a> {
+    /// Bodies up to this size are buffered and rewritten whole.
+    pub max_buffered: u64,
+    /// The budget all buffered bodies share, and its size.
+    pub budget: &'a Arc<BufferBudget>,
+    pub budget_limit: u64,
+}
+
+/// Passes a body through untouched (with its idle timeout). GET, HEAD and OPTIONS bodies
+/// get an explicit length or chunked framing, which hyper's client would otherwise drop.
+pub fn untouched(body: ClientBody, method: &Method, headers: &mut HeaderMap) -> ProxyBody {
+    frame_unusual_body(method, headers, &body);
+    body.boxed_unsync()
+}
+
+/// hyper's client sends no body for a GET or HEAD whose length it does not know; a body the
+/// client sent must still reach the upstream (it might carry anything), so say chunked.
+fn frame_unusual_body(method: &Method, headers: &mut HeaderMap, body: &impl Body) {
+    let unusual = matches!(*method, Method::GET | Method::HEAD | Method::CONNECT);
+    if unusual && !body.is_end_stream() && body.size_hint().exact().is_none() {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
 }
 
 /// Whether a body is compressed or otherwise encoded, so its bytes cannot be scanned.
@@ -32,55 +60,51 @@ fn is_encoded(headers: &HeaderMap) -> bool {
 /// Prepares a routed request's body, substituting placeholders with `tokens`. Adjusts
 /// Content-Length / Transfer-Encoding in `headers` to match what will be sent.
 pub async fn substituted(
-    body: Incoming,
+    body: ClientBody,
+    method: &Method,
     headers: &mut HeaderMap,
     tokens: Arc<dyn Resolve>,
-    limit: u64,
+    limits: BodyLimits<'_>,
 ) -> Result<ProxyBody, ProxyError> {
     if body.is_end_stream() || is_encoded(headers) {
-        return Ok(untouched(body));
+        return Ok(untouched(body, method, headers));
     }
     let declared = body.size_hint().exact();
-    if declared.is_some_and(|n| n > limit) {
-        return Ok(streamed(Prefixed::new(VecDeque::new(), body), headers, tokens));
+    if declared.is_some_and(|n| n > limits.max_buffered) {
+        return Ok(streamed(Prefixed::new(Buffered::default(), body), method, headers, tokens));
     }
 
-    // Read up to the limit: if the body ends within it, rewrite it whole.
+    // Read up to the limit: if the body ends within it, rewrite it whole. Chunks are joined
+    // as they arrive, so a body of a million one-byte chunks costs its bytes, not a million
+    // frames.
     let mut body = body;
-    let mut read: VecDeque<Frame<Bytes>> = VecDeque::new();
-    let mut total: u64 = 0;
+    let mut read = Buffered::default();
+    let mut reservation = limits.budget.reservation();
+    let mut trailers = None;
     loop {
         match body.frame().await {
             None => break,
+            Some(Err(e)) if e.is::<BodyTimedOut>() => return Err(ProxyError::BodyTimeout(body.timeout())),
             Some(Err(e)) => return Err(ProxyError::BadRequest(format!("reading the request body failed: {e}"))),
-            Some(Ok(frame)) => {
-                total += frame.data_ref().map_or(0, |d| d.len() as u64);
-                read.push_back(frame);
-                if total > limit {
-                    return Ok(streamed(Prefixed::new(read, body), headers, tokens));
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(chunk) => {
+                    if !reservation.grow(chunk.len() as u64, limits.budget_limit) {
+                        return Err(ProxyError::Overloaded);
+                    }
+                    read.push(chunk);
+                    if read.len > limits.max_buffered {
+                        // Too big to rewrite whole: stream it, the part read so far first.
+                        // The reservation goes with the prefix until it has been sent.
+                        read.reservation = Some(reservation);
+                        return Ok(streamed(Prefixed::new(read, body), method, headers, tokens));
+                    }
                 }
-            }
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            },
         }
     }
-    // The body ended within the limit: substitute it whole. A single data frame (the usual
-    // case for small bodies) is scanned in place; several are joined first.
-    let mut trailers = None;
-    let mut data: Vec<Bytes> = Vec::with_capacity(read.len());
-    for frame in read {
-        match frame.into_data() {
-            Ok(chunk) => data.push(chunk),
-            Err(frame) => trailers = frame.into_trailers().ok(),
-        }
-    }
-    let whole = match data.len() {
-        1 => data.pop().unwrap_or_default(),
-        _ => {
-            let mut joined = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
-            data.iter().for_each(|d| joined.extend_from_slice(d));
-            joined.freeze()
-        }
-    };
-    let mut substituter = BodySubstituter::new(tokens);
+    let whole = read.take_all();
+    let mut substituter = BodySubstituter::new(Arc::clone(&tokens));
     let mut pieces = Vec::new();
     substituter.push(whole, &mut pieces)?;
     substituter.finish(&mut pieces);
@@ -93,48 +117,106 @@ pub async fn substituted(
             let length: usize = frames.iter().filter_map(|f| f.data_ref().map(Bytes::len)).sum();
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
-        Some(trailers) => {
+        Some(mut trailers) => {
+            substitute_header_map(&mut trailers, &*tokens, MAX_TRAILERS).map_err(|e| match e {
+                Bounded::Refused(r) => ProxyError::Refused(r),
+                Bounded::TooLong => ProxyError::HeadersTooLarge(MAX_TRAILERS as u64),
+            })?;
             headers.remove(header::CONTENT_LENGTH);
+            headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
             frames.push_back(Frame::trailers(trailers));
         }
     }
-    Ok(Frames(frames).boxed_unsync())
+    Ok(Frames { frames, _reservation: reservation }.boxed_unsync())
 }
 
-fn streamed(body: Prefixed, headers: &mut HeaderMap, tokens: Arc<dyn Resolve>) -> ProxyBody {
+fn streamed(body: Prefixed, method: &Method, headers: &mut HeaderMap, tokens: Arc<dyn Resolve>) -> ProxyBody {
     headers.remove(header::CONTENT_LENGTH);
-    SubstitutingBody::new(body, tokens).boxed_unsync()
+    let body = SubstitutingBody::new(body, tokens);
+    frame_unusual_body(method, headers, &body);
+    body.boxed_unsync()
 }
 
-/// A fixed list of frames.
-struct Frames(VecDeque<Frame<Bytes>>);
+/// Body bytes read so far: the first chunk as it came (no copy for the usual one-chunk
+/// body), later ones joined into one buffer.
+#[derive(Default)]
+struct Buffered {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    len: u64,
+    /// Budget held for these bytes until they have been sent.
+    reservation: Option<Reservation>,
+}
+
+impl Buffered {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len() as u64;
+        match &self.first {
+            None => self.first = Some(chunk),
+            Some(_) => self.rest.extend_from_slice(&chunk),
+        }
+    }
+
+    fn take_all(&mut self) -> Bytes {
+        let first = self.first.take().unwrap_or_default();
+        if self.rest.is_empty() {
+            return first;
+        }
+        let mut joined = BytesMut::with_capacity(first.len() + self.rest.len());
+        joined.extend_from_slice(&first);
+        joined.extend_from_slice(&self.rest);
+        self.rest = BytesMut::new();
+        joined.freeze()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn next(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if self.rest.is_empty() {
+            self.reservation = None;
+            return None;
+        }
+        Some(self.rest.split().freeze())
+    }
+}
+
+/// A fixed list of frames, holding its share of the buffer budget until dropped.
+struct Frames {
+    frames: VecDeque<Frame<Bytes>>,
+    _reservation: Reservation,
+}
 
 impl Body for Frames {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Poll::Ready(self.0.pop_front().map(Ok))
+        Poll::Ready(self.frames.pop_front().map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_empty()
+        self.frames.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        let length: usize = self.0.iter().filter_map(|f| f.data_ref().map(Bytes::len)).sum();
+        let length: usize = self.frames.iter().filter_map(|f| f.data_ref().map(Bytes::len)).sum();
         SizeHint::with_exact(length as u64)
     }
 }
 
-/// Frames already read from the client, followed by the rest of its body.
+/// Bytes already read from the client, followed by the rest of its body.
 struct Prefixed {
-    prefix: VecDeque<Frame<Bytes>>,
-    rest: Incoming,
+    prefix: Buffered,
+    rest: ClientBody,
 }
 
 impl Prefixed {
-    fn new(prefix: VecDeque<Frame<Bytes>>, rest: Incoming) -> Prefixed {
+    fn new(prefix: Buffered, rest: ClientBody) -> Prefixed {
         Prefixed { prefix, rest }
     }
 }
@@ -144,10 +226,10 @@ impl Body for Prefixed {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(frame) = self.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(frame)));
+        if let Some(chunk) = self.prefix.next() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        Pin::new(&mut self.rest).poll_frame(cx).map_err(|e| Box::new(e) as BoxError)
+        Pin::new(&mut self.rest).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -7,25 +7,36 @@ use std::time::{Instant, SystemTime};
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme as UriScheme};
 use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body;
+use super::body::{self, BodyLimits};
+use super::budget::BufferBudget;
 use super::headers::strip_hop_by_hop;
-use super::target::{has_dot_segment, target_of, Entry, Target};
+use super::path;
+use super::target::{target_of, Entry, Target};
+use super::timed::TimedBody;
 use super::{BoxError, ProxyBody};
 use crate::config::Unmatched;
 use crate::error::ProxyError;
 use crate::routes::Scheme;
 use crate::snapshot::{RequestTokens, Snapshot};
-use crate::substitute::{substitute, substitute_uri, Refused, Resolve};
+use crate::substitute::{
+    substitute_header_map, substitute_uri_within, Bounded, RedactingBody, Redactions, Refused, Resolve,
+};
 
 /// Serves one request with one snapshot, turning every failure into a JSON error response.
-pub async fn forward(snapshot: Arc<Snapshot>, entry: &Entry, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn forward(
+    snapshot: Arc<Snapshot>,
+    budget: &Arc<BufferBudget>,
+    entry: &Entry,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let mut route = None;
-    let result = run(&snapshot, entry, req, &mut route).await;
+    let result = run(&snapshot, budget, entry, req, &mut route).await;
     let response = result.unwrap_or_else(ProxyError::into_response);
     let status = response.status();
     let elapsed = started.elapsed();
@@ -53,37 +64,52 @@ fn status_label(status: http::StatusCode) -> &'static str {
 
 async fn run(
     snapshot: &Arc<Snapshot>,
+    budget: &Arc<BufferBudget>,
     entry: &Entry,
     req: Request<Incoming>,
     matched: &mut Option<usize>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
+    let settings = &snapshot.config.proxy;
+    let body = TimedBody::new(body, settings.body_timeout);
     let target = target_of(entry, &parts)?;
-    let path = target.path_and_query.path();
-    let route = snapshot.routes.find(target.scheme, &target.host, target.port, path, &parts.method).copied();
+    // Invariant 8: routes are matched on one view of the path, and that view is what a
+    // routed request sends.
+    let path_view = path::match_view(target.path_and_query.path());
+    let route = snapshot.routes.find(target.scheme, &target.host, target.port, &path_view, &parts.method).copied();
 
     let Some(route) = route else {
-        if snapshot.config.proxy.unmatched == Unmatched::Deny {
+        if settings.unmatched == Unmatched::Deny {
             return Err(ProxyError::UnmatchedDenied(target.authority.to_string()));
         }
         // Unrouted: forwarded untouched, placeholders and all.
         let uri = upstream_uri(&target, target.scheme, None)?;
         prepare_headers(&mut parts.headers, &target);
-        return send(snapshot, parts, uri, body::untouched(body), &target).await;
+        let body = body::untouched(body, &parts.method, &mut parts.headers);
+        return send(snapshot, parts, uri, body, &target).await.map(|r| timed_response(r, settings.body_timeout));
     };
     *matched = Some(route);
     let compiled = &snapshot.compiled[route];
-    if has_dot_segment(path) {
-        return Err(ProxyError::BadRequest(format!(
-            "the path {path:?} has '.' or '..' segments; send the normalised path"
-        )));
-    }
+    path::check_routed(&compiled.path_prefix, &path_view).map_err(ProxyError::PathNotNormalised)?;
+    let path_and_query: std::borrow::Cow<'_, str> = match (&path_view, target.path_and_query.query()) {
+        (std::borrow::Cow::Borrowed(_), _) => std::borrow::Cow::Borrowed(target.path_and_query.as_str()),
+        (std::borrow::Cow::Owned(path), None) => std::borrow::Cow::Borrowed(path.as_str()),
+        (std::borrow::Cow::Owned(path), Some(query)) => std::borrow::Cow::Owned(format!("{path}?{query}")),
+    };
 
     let tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
-    let rewritten = match substitute_uri(target.path_and_query.as_str(), &*tokens)? {
-        std::borrow::Cow::Borrowed(_) => None,
-        std::borrow::Cow::Owned(s) => Some(s),
+    let max_uri = usize::try_from(settings.max_uri_bytes).unwrap_or(usize::MAX);
+    let uri_too_long = |e| match e {
+        Bounded::Refused(r) => ProxyError::Refused(r),
+        Bounded::TooLong => ProxyError::UriTooLong(settings.max_uri_bytes),
     };
+    let rewritten = match substitute_uri_within(&path_and_query, &*tokens, max_uri).map_err(uri_too_long)? {
+        std::borrow::Cow::Borrowed(_) if matches!(path_and_query, std::borrow::Cow::Borrowed(_)) => None,
+        other => Some(other.into_owned()),
+    };
+    if rewritten.as_ref().map_or(path_and_query.len(), String::len) > max_uri {
+        return Err(ProxyError::UriTooLong(settings.max_uri_bytes));
+    }
     let scheme = if compiled.upstream_tls { Scheme::Https } else { target.scheme };
     let uri = upstream_uri(&target, scheme, rewritten)?;
 
@@ -91,10 +117,44 @@ async fn run(
     for (name, template) in &compiled.set_headers {
         parts.headers.insert(name.clone(), template.clone());
     }
-    substitute_headers(&mut parts.headers, &*tokens)?;
-    let resolver: Arc<dyn Resolve> = tokens;
-    let body = body::substituted(body, &mut parts.headers, resolver, snapshot.config.proxy.max_buffered_body).await?;
-    send(snapshot, parts, uri, body, &target).await
+    let max_head = usize::try_from(settings.max_header_bytes).unwrap_or(usize::MAX);
+    substitute_header_map(&mut parts.headers, &*tokens, max_head).map_err(|e| match e {
+        Bounded::Refused(r) => ProxyError::Refused(r),
+        Bounded::TooLong => ProxyError::HeadersTooLarge(settings.max_header_bytes),
+    })?;
+    if compiled.redact_responses {
+        // A compressed response could not be scanned for the values to redact.
+        parts.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    let resolver: Arc<dyn Resolve> = Arc::clone(&tokens) as Arc<dyn Resolve>;
+    let limits =
+        BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
+    let body = body::substituted(body, &parts.method, &mut parts.headers, resolver, limits).await?;
+    // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
+    tokens.check_fresh(SystemTime::now())?;
+    let response = send(snapshot, parts, uri, body, &target).await?;
+    let response = timed_response(response, settings.body_timeout);
+    Ok(match compiled.redact_responses.then(|| tokens.redactions()).flatten() {
+        Some(redactions) => redact(response, Arc::new(redactions)),
+        None => response,
+    })
+}
+
+/// An upstream response whose body is cut if the upstream pauses longer than `timeout`.
+fn timed_response(response: Response<ProxyBody>, timeout: std::time::Duration) -> Response<ProxyBody> {
+    response.map(|body| if body.is_end_stream() { body } else { TimedBody::new(body, timeout).boxed_unsync() })
+}
+
+/// Replaces the request's token values with their placeholders in the response.
+fn redact(response: Response<ProxyBody>, redactions: Arc<Redactions>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    redactions.headers(&mut parts.headers);
+    if body.is_end_stream() {
+        return Response::from_parts(parts, body);
+    }
+    // Redaction changes the length.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, RedactingBody::new(body, redactions).boxed_unsync())
 }
 
 /// Drops hop-by-hop headers and sets Host from the target (never from the client's Host).
@@ -103,20 +163,6 @@ fn prepare_headers(headers: &mut http::HeaderMap, target: &Target) {
     if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
         headers.insert(header::HOST, host);
     }
-}
-
-fn substitute_headers(headers: &mut http::HeaderMap, tokens: &dyn Resolve) -> Result<(), Refused> {
-    for value in headers.values_mut() {
-        let replaced = match substitute(value.as_bytes(), tokens)? {
-            std::borrow::Cow::Borrowed(_) => continue,
-            std::borrow::Cow::Owned(bytes) => bytes,
-        };
-        // From the owned buffer, so the (long) token is not copied again.
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(replaced)) {
-            *value = v;
-        }
-    }
-    Ok(())
 }
 
 /// The URI sent upstream; `rewritten` is the substituted path and query, if it changed.
@@ -167,6 +213,11 @@ async fn send(
         Ok(Ok(r)) => r,
     };
     let (mut parts, body) = response.into_parts();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // The body was framed by Transfer-Encoding; a Content-Length beside it is stale
+        // (RFC 9112 section 6.3) and must not reach the client.
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
 }

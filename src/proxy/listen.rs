@@ -1,29 +1,57 @@
 //! Accept loops: one per listening socket, serving HTTP/1.1 and h2c with graceful drain.
+//!
+//! Every connection, on a listener or inside an intercepted tunnel, is served the same way:
+//! hyper's limits set from `[proxy]` (header timeout, h2 streams and windows, header list
+//! size) and a watchdog that closes it when it never sends a first request
+//! (`handshake_timeout`) or sits idle with nothing in flight (`idle_timeout`). All
+//! listeners together hold at most `max_connections` client connections.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-use super::{Entry, Proxy};
+use super::{Entry, Proxy, ProxyBody};
+use crate::config::ProxySettings;
 
-/// Serves connections from `listener` until `shutdown` fires, then waits up to `grace` for
-/// in-flight requests to finish.
+/// h2 flow-control windows: how much a client may send on one stream, and on one
+/// connection, before the proxy reads it. They bound what a stalled h2 client can park in
+/// the proxy's buffers.
+const H2_STREAM_WINDOW: u32 = 256 << 10;
+const H2_CONNECTION_WINDOW: u32 = 1 << 20;
+
+/// A client connection's share of `max_connections`, kept by tunnels opened from it.
+#[derive(Clone)]
+pub struct ConnectionPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+/// Serves connections from `listener` until `shutdown` fires, then waits up to the
+/// snapshot's grace period for in-flight requests to finish.
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
     entry: Entry,
     mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
+    connections: Arc<Semaphore>,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     loop {
+        // Wait for a free connection slot first: beyond the cap, connections stay in the
+        // kernel's accept queue rather than costing memory here.
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
@@ -38,16 +66,198 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(proxy.clone(), entry.clone()));
-        let conn = graceful.watch(conn.into_owned());
+        let settings = ConnectionSettings::of(&proxy.snapshot().config.proxy);
+        let activity = Activity::new();
+        let permit = ConnectionPermit(Arc::new(permit));
+        let service = ProxyService {
+            proxy: proxy.clone(),
+            entry: entry.clone(),
+            activity: Arc::clone(&activity),
+            permit: Some(permit.clone()),
+        };
+        let conn = settings.builder().serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _open = OpenConnection::new();
-            let _ = conn.await;
+            let _permit = permit;
+            supervise(conn, &activity, &settings).await;
         });
     }
     drop(listener);
+    let grace = proxy.snapshot().config.proxy.shutdown_grace;
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
+    }
+}
+
+/// Serves one already-established connection (an intercepted tunnel) to its end, with the
+/// same limits and timeouts as a listener's connections.
+pub async fn serve_connection<I>(io: I, proxy: Proxy, entry: Entry, permit: Option<ConnectionPermit>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let settings = ConnectionSettings::of(&proxy.snapshot().config.proxy);
+    let activity = Activity::new();
+    let service = ProxyService { proxy, entry, activity: Arc::clone(&activity), permit };
+    let builder = settings.builder();
+    let conn = builder.serve_connection(io, service);
+    supervise(conn, &activity, &settings).await;
+}
+
+/// The per-connection settings, read once when the connection starts.
+struct ConnectionSettings {
+    handshake_timeout: Duration,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_streams: u32,
+    max_header_list: u32,
+}
+
+impl ConnectionSettings {
+    fn of(p: &ProxySettings) -> ConnectionSettings {
+        ConnectionSettings {
+            handshake_timeout: p.handshake_timeout,
+            header_timeout: p.header_timeout,
+            idle_timeout: p.idle_timeout,
+            max_streams: p.max_streams_per_connection,
+            // The incoming head, before substitution; what substitution adds is checked
+            // against max_header_bytes and max_uri_bytes on the request path.
+            max_header_list: u32::try_from(p.max_header_bytes.saturating_add(p.max_uri_bytes)).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.max_streams)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_header_list_size(self.max_header_list);
+        builder
+    }
+}
+
+/// Runs a connection until it ends, or until it has sent no request within the handshake
+/// timeout, or has been idle (no request in flight) for the idle timeout; then drops it.
+async fn supervise<F: std::future::Future>(conn: F, activity: &Activity, settings: &ConnectionSettings) {
+    tokio::pin!(conn);
+    loop {
+        // Registered before the deadline is read, so a request starting or ending in
+        // between still wakes this loop.
+        let changed = activity.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let deadline = activity.deadline(settings);
+        let expire = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                // Busy: nothing to time out until the last request ends.
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = changed => {}
+            _ = expire => {
+                if activity.deadline(settings).is_some_and(|at| at <= Instant::now()) {
+                    tracing::debug!(requests = activity.requests(), "closing a connection: no request within the handshake or idle timeout");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What a connection is doing, for its watchdog: requests seen, requests in flight (until
+/// their response body is done), and since when it has been idle.
+struct Activity {
+    started: Instant,
+    requests: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Nanoseconds after `started` when the last in-flight request finished.
+    idle_since: AtomicU64,
+    /// Wakes the watchdog when a request starts or ends.
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// When the connection should be closed if nothing changes by then; `None` while a
+    /// request is in flight.
+    fn deadline(&self, settings: &ConnectionSettings) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        if self.requests() == 0 {
+            return Some(self.started + settings.handshake_timeout);
+        }
+        Some(self.started + Duration::from_nanos(self.idle_since.load(Ordering::Acquire)) + settings.idle_timeout)
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        // In flight first: the watchdog must never see a counted request as idle.
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// One request in flight; finishes when its response body has been sent (or dropped).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let since = u64::try_from(activity.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        activity.idle_since.store(since, Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        activity.changed.notify_waiters();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight until it is done.
+    struct Tracked {
+        #[pin]
+        inner: ProxyBody,
+        _in_flight: InFlight,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = super::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -56,33 +266,27 @@ pub async fn serve(
 struct ProxyService {
     proxy: Proxy,
     entry: Entry,
+    activity: Arc<Activity>,
+    permit: Option<ConnectionPermit>,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyService {
-    type Response = http::Response<super::ProxyBody>;
+    type Response = http::Response<ProxyBody>;
     type Error = Infallible;
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let proxy = self.proxy.clone();
         let entry = self.entry.clone();
-        Box::pin(async move { Ok(proxy.handle(req, &entry).await) })
-    }
-}
-
-fn service(proxy: Proxy, entry: Entry) -> ProxyService {
-    ProxyService { proxy, entry }
-}
-
-/// Serves one already-established connection (an intercepted tunnel) to its end.
-pub async fn serve_connection<I>(io: I, proxy: Proxy, entry: Entry)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let _open = OpenConnection::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(io, service(proxy, entry)).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+        let in_flight = self.activity.begin();
+        if let Some(permit) = &self.permit {
+            // A tunnel opened by this request outlives the connection's HTTP handling.
+            req.extensions_mut().insert(permit.clone());
+        }
+        Box::pin(async move {
+            let response = proxy.handle(req, &entry).await;
+            Ok(response.map(|inner| Tracked { inner, _in_flight: in_flight }.boxed_unsync()))
+        })
     }
 }
 

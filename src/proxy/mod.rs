@@ -5,10 +5,13 @@
 //! record. Everything else here supports one of those steps.
 
 mod body;
+pub mod budget;
 mod forward;
 mod headers;
 pub mod listen;
-mod target;
+pub mod path;
+pub mod target;
+mod timed;
 mod tunnel;
 pub mod upstream;
 
@@ -34,11 +37,13 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Clone)]
 pub struct Proxy {
     state: Arc<ArcSwap<Snapshot>>,
+    /// Shared by every request of every listener, across reloads.
+    budget: Arc<budget::BufferBudget>,
 }
 
 impl Proxy {
     pub fn new(state: Arc<ArcSwap<Snapshot>>) -> Proxy {
-        Proxy { state }
+        Proxy { state, budget: budget::BufferBudget::new() }
     }
 
     /// The current snapshot; each request loads it exactly once.
@@ -48,9 +53,17 @@ impl Proxy {
 
     /// Serves one request that arrived through `entry`.
     pub async fn handle(&self, req: Request<Incoming>, entry: &Entry) -> Response<ProxyBody> {
-        if req.method() == Method::CONNECT && matches!(entry, Entry::Proxy(_)) {
-            return tunnel::connect(self, req).await;
+        if req.method() == Method::CONNECT {
+            // CONNECT opens a tunnel, which only the proxy port offers. Elsewhere its target
+            // would be treated as a path and could end up in a library's log line.
+            return match entry {
+                Entry::Proxy(_) => tunnel::connect(self, req).await,
+                _ => {
+                    metrics::counter!("proxy_requests_total", "route" => "none", "status" => "405").increment(1);
+                    crate::error::ProxyError::ConnectNotAllowed.into_response()
+                }
+            };
         }
-        forward::forward(self.snapshot(), entry, req).await
+        forward::forward(self.snapshot(), &self.budget, entry, req).await
     }
 }

@@ -83,24 +83,81 @@ fn path_and_query(uri: &Uri) -> PathAndQuery {
     uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
+/// A host and port a client asked for, validated and in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Lowercase, without a trailing dot; IPv6 literals keep their brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// The authority sent upstream (Host header and URI): the port is omitted when it is
+    /// the scheme's default, as clients write it.
+    pub fn authority(&self, scheme: Scheme) -> Result<Authority, ProxyError> {
+        let text =
+            if self.port == scheme.default_port() { self.host.clone() } else { format!("{}:{}", self.host, self.port) };
+        Authority::try_from(text).map_err(|_| ProxyError::BadHost("the host is not a valid URI authority".into()))
+    }
+}
+
+/// Parses a CONNECT request target. Only `host:port` is accepted: userinfo (`a@host:port`),
+/// a scheme, a path or a missing port are refused, so the host a tunnel is intercepted as is
+/// the only host the client named.
+pub fn parse_connect_target(target: &str) -> Result<HostPort, ProxyError> {
+    let refuse = |why: &str| ProxyError::BadConnectTarget(why.to_string());
+    if target.contains('@') {
+        return Err(refuse("a CONNECT target must not carry userinfo ('user@'); send host:port"));
+    }
+    if target.contains(['/', '?', '#']) {
+        return Err(refuse("a CONNECT target is host:port, without a scheme or path"));
+    }
+    let (host, port) = match target.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !port.is_empty() => (host, port),
+        _ => return Err(refuse("a CONNECT target needs a port: host:port")),
+    };
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(refuse("write an IPv6 CONNECT target in brackets: [::1]:443"));
+    }
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return Err(refuse("the CONNECT port must be a number from 1 to 65535")),
+    };
+    let host = crate::routes::canonical_host(host).map_err(|why| ProxyError::BadHost(why.to_string()))?;
+    Ok(HostPort { host, port })
+}
+
+/// The host and port of an absolute URI's authority (userinfo dropped), in canonical form.
+fn uri_host_port(authority: &Authority, scheme: Scheme) -> Result<HostPort, ProxyError> {
+    let host = crate::routes::canonical_host(authority.host()).map_err(|why| ProxyError::BadHost(why.to_string()))?;
+    Ok(HostPort { host, port: authority.port_u16().unwrap_or(scheme.default_port()) })
+}
+
+/// Refuses a request with more than one Host header: servers disagree on which one counts.
+fn single_host_header(parts: &Parts) -> Result<Option<&http::HeaderValue>, ProxyError> {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::AmbiguousHost("the request has more than one Host header".into()));
+    }
+    Ok(first)
+}
+
 /// Works out the target of a request that arrived through `entry`.
 pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
+    let host_header = single_host_header(parts)?;
     match entry {
         Entry::Proxy(proxy_addr) => {
             let (Some(scheme), Some(authority)) = (parts.uri.scheme(), parts.uri.authority()) else {
                 return Err(ProxyError::NotAProxyRequest(proxy_addr.to_string()));
             };
-            // `user:password@` never goes into Host, logs or errors.
-            let authority = &without_userinfo(authority);
             let scheme = scheme_of(scheme)
                 .ok_or_else(|| ProxyError::BadRequest(format!("unsupported scheme {scheme} (use http or https)")))?;
-            Ok(Target {
-                scheme,
-                port: authority.port_u16().unwrap_or(scheme.default_port()),
-                host: authority.host().to_ascii_lowercase(),
-                authority: authority.clone(),
-                path_and_query: path_and_query(&parts.uri),
-            })
+            // Host, URI and logs are rebuilt from the parsed host and port: `user:password@`
+            // and odd spellings never reach the upstream.
+            let HostPort { host, port } = uri_host_port(authority, scheme)?;
+            let authority = HostPort { host: host.clone(), port }.authority(scheme)?;
+            Ok(Target { scheme, authority, host, port, path_and_query: path_and_query(&parts.uri) })
         }
         Entry::Reverse(base) => {
             let pq = path_and_query(&parts.uri);
@@ -117,24 +174,24 @@ pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
         }
         Entry::Tunnel(tunnel) => {
             // Both the request's authority (h2 `:authority`, or an absolute URI) and its Host
-            // header, where present, must name the tunnel's host and port.
-            let host_header = parts.headers.get(http::header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}"));
+            // header, where present, must name the tunnel's host and port, and each other.
+            let host_header = host_header.map(|h| h.to_str().unwrap_or("\u{fffd}"));
             let uri_authority = parts.uri.authority().map(Authority::as_str);
-            let named: Vec<&str> = [uri_authority, host_header].into_iter().flatten().collect();
-            if named.is_empty() {
-                return Err(ProxyError::BadRequest("request inside the tunnel names no host".into()));
-            }
-            for name in named {
-                // A Host without a port names the tunnel's host; an explicit port must agree.
-                let matches = name.parse::<Authority>().is_ok_and(|a| {
-                    a.host().eq_ignore_ascii_case(&tunnel.host) && a.port_u16().is_none_or(|p| p == tunnel.port)
-                });
-                if !matches {
-                    return Err(ProxyError::Misdirected {
-                        expected: tunnel.authority.to_string(),
-                        found: name.to_string(),
-                    });
+            if let (Some(a), Some(h)) = (uri_authority, host_header) {
+                if !same_authority(a, h, tunnel.port) {
+                    return Err(ProxyError::AmbiguousHost(format!(
+                        "the request's authority {a:?} and its Host header {h:?} disagree"
+                    )));
                 }
+            }
+            let Some(name) = uri_authority.or(host_header) else {
+                return Err(ProxyError::BadRequest("request inside the tunnel names no host".into()));
+            };
+            if !names_tunnel(name, tunnel) {
+                return Err(ProxyError::Misdirected {
+                    expected: tunnel.authority.to_string(),
+                    found: name.to_string(),
+                });
             }
             Ok(Target {
                 scheme: Scheme::Https,
@@ -147,40 +204,23 @@ pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
     }
 }
 
-fn without_userinfo(authority: &Authority) -> Authority {
-    match authority.as_str().rsplit_once('@') {
-        Some((_, host_port)) => host_port.parse().unwrap_or_else(|_| authority.clone()),
-        None => authority.clone(),
-    }
+/// Whether `name` (a Host or `:authority`) names the tunnel's host; a missing port means
+/// the tunnel's port, an explicit one must agree.
+fn names_tunnel(name: &str, tunnel: &TunnelTarget) -> bool {
+    parse_authority(name, tunnel.port).is_some_and(|hp| hp.host == tunnel.host && hp.port == tunnel.port)
 }
 
-/// Whether a path has `.` or `..` segments (also percent-encoded). Such paths are refused on
-/// routed requests: an upstream that normalises `/v1/../admin` would otherwise receive a
-/// token bound to `/v1` on a path outside it.
-pub fn has_dot_segment(path: &str) -> bool {
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    // Fast path: no '.' and no '%' means no dot segment in any spelling.
-    if memchr::memchr2(b'.', b'%', path.as_bytes()).is_none() {
-        return false;
+fn same_authority(a: &str, b: &str, default_port: u16) -> bool {
+    matches!((parse_authority(a, default_port), parse_authority(b, default_port)), (Some(x), Some(y)) if x == y)
+}
+
+fn parse_authority(name: &str, default_port: u16) -> Option<HostPort> {
+    let authority: Authority = name.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
     }
-    path.split('/').any(|seg| {
-        let decoded_len_is_dots = |s: &str| {
-            let mut rest = s.as_bytes();
-            let mut dots = 0;
-            while !rest.is_empty() {
-                if rest[0] == b'.' {
-                    rest = &rest[1..];
-                } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && rest[2].eq_ignore_ascii_case(&b'e') {
-                    rest = &rest[3..];
-                } else {
-                    return false;
-                }
-                dots += 1;
-            }
-            dots == 1 || dots == 2
-        };
-        decoded_len_is_dots(seg)
-    })
+    let host = crate::routes::canonical_host(authority.host()).ok()?;
+    Some(HostPort { host, port: authority.port_u16().unwrap_or(default_port) })
 }
 
 #[cfg(test)]
@@ -188,11 +228,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dot_segments() {
-        assert!(has_dot_segment("/v1/../admin"));
-        assert!(has_dot_segment("/v1/%2E%2e/admin"));
-        assert!(has_dot_segment("/v1/."));
-        assert!(!has_dot_segment("/v1/..x/a.b"));
-        assert!(!has_dot_segment("/v1?x=/../"));
+    fn connect_targets_are_host_and_port_only() {
+        let ok = |t: &str| parse_connect_target(t).map(|hp| (hp.host, hp.port));
+        assert_eq!(ok("api.example:443").ok(), Some(("api.example".to_string(), 443)));
+        assert_eq!(ok("API.Example.:8443").ok(), Some(("api.example".to_string(), 8443)));
+        assert_eq!(ok("[::1]:443").ok(), Some(("[::1]".to_string(), 443)));
+        for bad in [
+            "evil.example:1@localhost:8444",
+            "user@localhost:443",
+            "localhost:443/path",
+            "http://localhost:443",
+            "localhost",
+            "localhost:",
+            ":443",
+            "localhost:0",
+            "localhost:65536",
+            "localhost:+443",
+            "::1:443",
+            "x..example:443",
+            ".example:443",
+            "exa mple:443",
+        ] {
+            assert!(parse_connect_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tunnel_names_are_compared_canonically() {
+        let tunnel =
+            TunnelTarget { authority: "localhost:8444".parse().unwrap(), host: "localhost".into(), port: 8444 };
+        assert!(names_tunnel("LOCALHOST.:8444", &tunnel));
+        assert!(names_tunnel("localhost", &tunnel));
+        assert!(!names_tunnel("localhost:8445", &tunnel));
+        assert!(!names_tunnel("evil.example", &tunnel));
+        assert!(!names_tunnel("x@localhost:8444", &tunnel));
     }
 }

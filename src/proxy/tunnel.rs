@@ -8,33 +8,41 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::listen::ConnectionPermit;
+use super::target::{parse_connect_target, HostPort};
 use super::{Proxy, ProxyBody};
 use crate::config::Unmatched;
 use crate::error::ProxyError;
 use crate::routes::Scheme;
 
 /// Answers a CONNECT request: intercept, tunnel blind, or refuse.
-pub async fn connect(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn connect(proxy: &Proxy, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let snapshot = proxy.snapshot();
-    let target = req.uri().authority().and_then(|a| Some((a.clone(), a.port_u16()?)));
-    let Some((authority, port)) = target else {
-        return ProxyError::BadRequest("CONNECT needs a host:port target".into()).into_response();
+    let target = match connect_target(req.uri()) {
+        Ok(t) => t,
+        Err(error) => {
+            metrics::counter!("proxy_requests_total", "route" => "none", "status" => "400").increment(1);
+            return error.into_response();
+        }
     };
-    let host = authority.host().to_ascii_lowercase();
-    if snapshot.routes.has_host(Scheme::Https, &host, port) {
-        return crate::tls::intercept(proxy, &snapshot, req, authority, host, port).await;
+    // The tunnel keeps the client connection's slot of max_connections.
+    let permit = req.extensions_mut().remove::<ConnectionPermit>();
+    if snapshot.routes.has_host(Scheme::Https, &target.host, target.port) {
+        return crate::tls::intercept(proxy, &snapshot, req, target, permit).await;
     }
     if snapshot.config.proxy.unmatched == Unmatched::Deny {
         metrics::counter!("proxy_requests_total", "route" => "none", "status" => "403").increment(1);
-        return ProxyError::UnmatchedDenied(authority.to_string()).into_response();
+        return ProxyError::UnmatchedDenied(format!("{}:{}", target.host, target.port)).into_response();
     }
     let connect_timeout = snapshot.config.proxy.connect_timeout;
     drop(snapshot);
-    let upstream = match dial(authority.as_str(), connect_timeout).await {
+    let address = format!("{}:{}", target.host, target.port);
+    let upstream = match dial(&address, connect_timeout).await {
         Ok(stream) => stream,
         Err(error) => return error.into_response(),
     };
     tokio::spawn(async move {
+        let _permit = permit;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
@@ -46,6 +54,21 @@ pub async fn connect(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBod
     });
     metrics::counter!("proxy_requests_total", "route" => "tunnel", "status" => "200").increment(1);
     ok_empty()
+}
+
+/// The host and port of a CONNECT request: authority-form only (`host:port`).
+fn connect_target(uri: &http::Uri) -> Result<HostPort, ProxyError> {
+    let refuse = |why: &str| ProxyError::BadConnectTarget(why.to_string());
+    if uri.scheme().is_some() {
+        return Err(refuse("a CONNECT target is host:port, without a scheme or path"));
+    }
+    if uri.path_and_query().is_some_and(|pq| !pq.as_str().is_empty() && pq.as_str() != "/") {
+        return Err(refuse("a CONNECT target is host:port, without a scheme or path"));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(refuse("CONNECT needs a host:port target"));
+    };
+    parse_connect_target(authority.as_str())
 }
 
 /// A `200` with an empty body: the tunnel is open.

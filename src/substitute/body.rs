@@ -22,6 +22,9 @@ use crate::substitute::{Refused, Resolve};
 /// [`Refused`] can be told apart from transport errors by downcasting.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The most a trailer section may grow to once placeholders are filled in.
+pub const MAX_TRAILERS: usize = 64 << 10;
+
 /// Incremental placeholder substitution over a sequence of chunks.
 ///
 /// Produces exactly what [`substitute`](crate::substitute::substitute) would produce
@@ -82,6 +85,11 @@ impl BodySubstituter {
             out.push(Bytes::copy_from_slice(self.carry()));
             self.carry_len = 0;
         }
+    }
+
+    /// The resolver this body's placeholders are filled from.
+    pub fn resolver(&self) -> &Arc<dyn Resolve> {
+        &self.resolver
     }
 
     /// Number of bytes currently held back (never more than 66). For tests and
@@ -270,6 +278,29 @@ where
                     Err(frame) => {
                         this.subst.finish(this.scratch);
                         this.pending.extend(this.scratch.drain(..));
+                        // Trailers are a header section: filled like headers, and a
+                        // placeholder the route may not use ends the body with an error.
+                        let frame = match frame.into_trailers() {
+                            Ok(mut trailers) => {
+                                let resolver = this.subst.resolver();
+                                match crate::substitute::substitute_header_map(&mut trailers, &**resolver, MAX_TRAILERS)
+                                {
+                                    Ok(()) => Frame::trailers(trailers),
+                                    Err(e) => {
+                                        *this.done = true;
+                                        this.pending.clear();
+                                        let error: BoxError = match e {
+                                            crate::substitute::Bounded::Refused(r) => Box::new(r),
+                                            crate::substitute::Bounded::TooLong => {
+                                                "trailers are over 64 KiB once placeholders are filled in".into()
+                                            }
+                                        };
+                                        return Poll::Ready(Some(Err(error)));
+                                    }
+                                }
+                            }
+                            Err(frame) => frame,
+                        };
                         *this.held = Some(frame);
                     }
                 },

@@ -139,6 +139,19 @@ pub(crate) fn lookup(resolver: &dyn Resolve, name: &str) -> Result<Option<Bytes>
 /// [`Refused`] for the first placeholder naming a token the route does not bind,
 /// so the caller can refuse the request.
 pub fn substitute<'a>(input: &'a [u8], resolver: &dyn Resolve) -> Result<Cow<'a, [u8]>, Refused> {
+    substitute_within(input, resolver, usize::MAX).map_err(|e| match e {
+        Bounded::Refused(r) => r,
+        Bounded::TooLong => unreachable_too_long(),
+    })
+}
+
+/// Like [`substitute`], but stops with [`Bounded::TooLong`] as soon as the result would
+/// exceed `max_len` bytes, so a head full of placeholders never allocates its amplified size.
+pub fn substitute_within<'a>(
+    input: &'a [u8],
+    resolver: &dyn Resolve,
+    max_len: usize,
+) -> Result<Cow<'a, [u8]>, Bounded> {
     // Header values are short: one memchr for `{` settles almost all of them, cheaper than
     // setting up a substring search.
     if memchr::memchr(b'{', input).is_none() {
@@ -148,6 +161,10 @@ pub fn substitute<'a>(input: &'a [u8], resolver: &dyn Resolve) -> Result<Cow<'a,
     let mut copied = 0;
     for ph in placeholders(input) {
         if let Some(value) = lookup(resolver, ph.name)? {
+            let grown = out.as_ref().map_or(0, Vec::len) + (ph.start - copied) + value.len();
+            if grown.saturating_add(input.len() - ph.end) > max_len {
+                return Err(Bounded::TooLong);
+            }
             let buf = out.get_or_insert_with(|| Vec::with_capacity(input.len() + value.len()));
             buf.extend_from_slice(&input[copied..ph.start]);
             buf.extend_from_slice(&value);
@@ -163,6 +180,27 @@ pub fn substitute<'a>(input: &'a [u8], resolver: &dyn Resolve) -> Result<Cow<'a,
     })
 }
 
+/// Why a bounded substitution stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bounded {
+    /// A placeholder the request may not use.
+    Refused(Refused),
+    /// The result would be longer than allowed.
+    TooLong,
+}
+
+impl From<Refused> for Bounded {
+    fn from(r: Refused) -> Self {
+        Bounded::Refused(r)
+    }
+}
+
+/// `usize::MAX` bytes cannot be allocated, so an unbounded substitution never reports it.
+#[cold]
+fn unreachable_too_long() -> Refused {
+    Refused { name: String::new(), kind: RefusalKind::Unavailable }
+}
+
 /// Replaces placeholders in a request target (path and query).
 ///
 /// Clients and URL builders often percent-encode `{` and `/`, so besides the raw
@@ -176,6 +214,19 @@ pub fn substitute<'a>(input: &'a [u8], resolver: &dyn Resolve) -> Result<Cow<'a,
 /// [`Refused`] for the first placeholder (in either form) naming a token the
 /// route does not bind.
 pub fn substitute_uri<'a>(input: &'a str, resolver: &dyn Resolve) -> Result<Cow<'a, str>, Refused> {
+    substitute_uri_within(input, resolver, usize::MAX).map_err(|e| match e {
+        Bounded::Refused(r) => r,
+        Bounded::TooLong => unreachable_too_long(),
+    })
+}
+
+/// Like [`substitute_uri`], but stops with [`Bounded::TooLong`] once the result would
+/// exceed `max_len` bytes.
+pub fn substitute_uri_within<'a>(
+    input: &'a str,
+    resolver: &dyn Resolve,
+    max_len: usize,
+) -> Result<Cow<'a, str>, Bounded> {
     let bytes = input.as_bytes();
     let mut out: Option<String> = None;
     let mut copied = 0;
@@ -188,6 +239,11 @@ pub fn substitute_uri<'a>(input: &'a str, resolver: &dyn Resolve) -> Result<Cow<
             continue;
         };
         if let Some(value) = lookup(resolver, name)? {
+            // Worst case every byte of the value is percent-encoded.
+            let grown = out.as_ref().map_or(0, String::len) + (at - copied) + encoded_len(&value);
+            if grown.saturating_add(input.len() - end) > max_len {
+                return Err(Bounded::TooLong);
+            }
             let buf = out.get_or_insert_with(|| String::with_capacity(input.len() + 3 * value.len()));
             // `copied` and `at` sit on ASCII bytes, so both are char boundaries.
             buf.push_str(&input[copied..at]);
@@ -203,6 +259,16 @@ pub fn substitute_uri<'a>(input: &'a str, resolver: &dyn Resolve) -> Result<Cow<
             Cow::Owned(buf)
         }
     })
+}
+
+/// RFC 3986 unreserved bytes, which need no percent-encoding anywhere in a URI.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The length of `value` once percent-encoded by [`percent_encode_into`].
+fn encoded_len(value: &[u8]) -> usize {
+    value.iter().map(|&b| if is_unreserved(b) { 1 } else { 3 }).sum()
 }
 
 /// A raw `{/NAME}` at `at` (where `bytes[at] == b'{'`): end index and name.
@@ -238,7 +304,7 @@ fn encoded_at(bytes: &[u8], at: usize) -> Option<(usize, &str)> {
 /// everything else (upper-case hex, as the RFC recommends).
 fn percent_encode_into(value: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    let unreserved = is_unreserved;
     // Runs of unreserved bytes (all of a JWT) are copied at once.
     let mut rest = value;
     while !rest.is_empty() {

@@ -168,7 +168,7 @@ async fn secrets_never_leak() {
     ];
     assert_eq!(errors[0].1.sidecar_error(), Some("placeholder_not_allowed"));
     assert_eq!(errors[1].1.sidecar_error(), Some("upstream_unreachable"));
-    assert_eq!(errors[2].1.sidecar_error(), Some("bad_request"));
+    assert_eq!(errors[2].1.sidecar_error(), Some("path_not_normalised"));
     for (what, r) in &errors {
         assert_eq!(r.status.as_str(), *what, "{}", r.text());
         seen_by_user.push((format!("{what} error response"), format!("{:?}\n{}", r.headers, r.text())));

@@ -90,7 +90,7 @@ async fn dot_segments_on_a_routed_request_are_rejected() {
     for path in ["/v1/../admin", "/v1/%2e%2E/admin", "/v1/./x", "/.."] {
         let reply = get(sidecar.proxy_addr, &routed.url(path), &[("authorization", "Bearer {/A}")]).await;
         assert_eq!(reply.status.as_u16(), 400, "{path}: {}", reply.text());
-        reply.assert_error(400, "bad_request");
+        reply.assert_error(400, "path_not_normalised");
     }
     routed.assert_nothing_received("dot-segment paths");
 

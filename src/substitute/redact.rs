@@ -1,0 +1,287 @@
+//! Response redaction: the inverse of substitution.
+//!
+//! An upstream that echoes a request (debug endpoints, error pages that quote the
+//! Authorization header, "whoami" APIs) would hand the agent the very token the sidecar
+//! exists to keep from it. On routes with `redact_responses = true`, every value injected
+//! into the request is replaced in the response, headers and body, by the placeholder text
+//! that asked for it. The body is rewritten as a stream: at most one value's length minus
+//! one byte is held back between chunks, so memory stays bounded whatever the size.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use memchr::memmem::Finder;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The values one request carried, each with the text that replaces it.
+pub struct Redactions {
+    entries: Vec<Entry>,
+    /// Longest value: a match can start at most this many bytes minus one before a chunk ends.
+    longest: usize,
+}
+
+struct Entry {
+    finder: Finder<'static>,
+    placeholder: Bytes,
+    counter: metrics::Counter,
+}
+
+impl std::fmt::Debug for Redactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactions").field("values", &self.entries.len()).finish()
+    }
+}
+
+impl Redactions {
+    /// `values`: (token value, placeholder text such as `{/auth_token}`, counter to bump per
+    /// redaction). Empty values are skipped (they would match everywhere); `None` when
+    /// nothing is left to redact.
+    pub fn new(values: impl IntoIterator<Item = (Bytes, String, metrics::Counter)>) -> Option<Redactions> {
+        let mut entries: Vec<Entry> = values
+            .into_iter()
+            .filter(|(value, _, _)| !value.is_empty())
+            .map(|(value, placeholder, counter)| Entry {
+                finder: Finder::new(&value).into_owned(),
+                placeholder: Bytes::from(placeholder),
+                counter,
+            })
+            .collect();
+        // Longest first, so a value that contains another is replaced whole.
+        entries.sort_by_key(|e| std::cmp::Reverse(e.finder.needle().len()));
+        let longest = entries.first()?.finder.needle().len();
+        Some(Redactions { entries, longest })
+    }
+
+    /// Redacts every header value in place.
+    pub fn headers(&self, headers: &mut HeaderMap) {
+        for value in headers.values_mut() {
+            let mut pieces = Vec::new();
+            let bytes = Bytes::copy_from_slice(value.as_bytes());
+            if self.replace_all(&bytes, 0, &mut pieces) == 0 {
+                continue;
+            }
+            let joined: Vec<u8> = pieces.concat();
+            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+                *value = v;
+            }
+        }
+    }
+
+    /// The earliest match in `hay[from..]`: (start, entry index); longest value on a tie.
+    fn next_match(&self, hay: &[u8], from: usize) -> Option<(usize, usize)> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, e) in self.entries.iter().enumerate() {
+            if let Some(at) = e.finder.find(&hay[from..]) {
+                let at = from + at;
+                if best.is_none_or(|(b, _)| at < b) {
+                    best = Some((at, i));
+                }
+            }
+        }
+        best
+    }
+
+    /// Replaces every complete match in `hay`, pushing pieces for `hay[..end]` where `end`
+    /// is returned: everything before it is final. Bytes after `end` could still begin a
+    /// match; `keep_tail` is how many trailing bytes must be held back (0 at end of stream).
+    fn replace_until(&self, hay: &Bytes, keep_tail: usize, out: &mut Vec<Bytes>) -> usize {
+        let mut emitted = 0;
+        let mut pos = 0;
+        while let Some((at, i)) = self.next_match(hay, pos) {
+            let entry = &self.entries[i];
+            if at > emitted {
+                out.push(hay.slice(emitted..at));
+            }
+            out.push(entry.placeholder.clone());
+            entry.counter.increment(1);
+            emitted = at + entry.finder.needle().len();
+            pos = emitted;
+        }
+        let end = hay.len().saturating_sub(keep_tail).max(emitted);
+        if end > emitted {
+            out.push(hay.slice(emitted..end));
+        }
+        end
+    }
+
+    /// Replaces every match in a complete buffer; returns how many were replaced.
+    fn replace_all(&self, hay: &Bytes, keep_tail: usize, out: &mut Vec<Bytes>) -> usize {
+        let before = out.len();
+        let end = self.replace_until(hay, keep_tail, out);
+        if end < hay.len() {
+            out.push(hay.slice(end..));
+        }
+        // A single piece equal to the input means nothing was replaced.
+        if out.len() - before == 1 && out[before].len() == hay.len() && out[before].as_ptr() == hay.as_ptr() {
+            0
+        } else {
+            out.len() - before
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body with the request's token values replaced by their placeholders.
+    pub struct RedactingBody<B> {
+        #[pin]
+        inner: B,
+        redactions: Arc<Redactions>,
+        // Bytes that may begin a value continued in the next chunk.
+        carry: BytesMut,
+        pending: std::collections::VecDeque<Bytes>,
+        held: Option<Frame<Bytes>>,
+        done: bool,
+    }
+}
+
+impl<B> RedactingBody<B> {
+    pub fn new(inner: B, redactions: Arc<Redactions>) -> Self {
+        RedactingBody {
+            inner,
+            redactions,
+            carry: BytesMut::new(),
+            pending: std::collections::VecDeque::new(),
+            held: None,
+            done: false,
+        }
+    }
+}
+
+impl<B> Body for RedactingBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        loop {
+            if let Some(data) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if let Some(frame) = this.held.take() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            let keep = this.redactions.longest - 1;
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let hay = if this.carry.is_empty() {
+                            data
+                        } else {
+                            this.carry.extend_from_slice(&data);
+                            this.carry.split().freeze()
+                        };
+                        let mut out = Vec::new();
+                        let end = this.redactions.replace_until(&hay, keep, &mut out);
+                        this.carry.extend_from_slice(&hay[end..]);
+                        this.pending.extend(out);
+                    }
+                    Err(frame) => {
+                        flush(this.redactions, this.carry, this.pending);
+                        *this.held = Some(match frame.into_trailers() {
+                            Ok(mut trailers) => {
+                                this.redactions.headers(&mut trailers);
+                                Frame::trailers(trailers)
+                            }
+                            Err(frame) => frame,
+                        });
+                    }
+                },
+                Some(Err(e)) => {
+                    *this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                None => {
+                    flush(this.redactions, this.carry, this.pending);
+                    *this.done = true;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_empty() && self.held.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+fn flush(redactions: &Redactions, carry: &mut BytesMut, pending: &mut std::collections::VecDeque<Bytes>) {
+    if carry.is_empty() {
+        return;
+    }
+    let hay = carry.split().freeze();
+    let mut out = Vec::new();
+    redactions.replace_until(&hay, 0, &mut out);
+    pending.extend(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn redactions() -> Arc<Redactions> {
+        let counter = metrics::Counter::noop();
+        Arc::new(
+            Redactions::new([
+                (Bytes::from_static(b"eyJTOKEN.value.sig"), "{/tok}".to_string(), counter.clone()),
+                (Bytes::from_static(b"short"), "{/s}".to_string(), counter.clone()),
+                (Bytes::new(), "{/empty}".to_string(), counter),
+            ])
+            .unwrap(),
+        )
+    }
+
+    /// A body that yields the given chunks, one frame each.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    async fn run(chunks: Vec<&'static [u8]>) -> Vec<u8> {
+        let body = RedactingBody::new(Chunks(chunks.into_iter().map(Bytes::from_static).collect()), redactions());
+        body.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn values_are_replaced_across_chunk_boundaries() {
+        assert_eq!(run(vec![b"a eyJTOKEN.value.sig b"]).await, b"a {/tok} b");
+        assert_eq!(run(vec![b"a eyJTOK", b"EN.val", b"ue.sig b short"]).await, b"a {/tok} b {/s}");
+        assert_eq!(run(vec![b"eyJTOKEN.value.si", b"X"]).await, b"eyJTOKEN.value.siX");
+        assert_eq!(run(vec![b"sho", b"rtshort"]).await, b"{/s}{/s}");
+        assert_eq!(run(vec![b"nothing here"]).await, b"nothing here");
+    }
+
+    #[test]
+    fn header_values_are_redacted() {
+        let mut h = HeaderMap::new();
+        h.insert("x-echo", HeaderValue::from_static("Bearer eyJTOKEN.value.sig"));
+        h.insert("x-plain", HeaderValue::from_static("plain"));
+        redactions().headers(&mut h);
+        assert_eq!(h["x-echo"], "Bearer {/tok}");
+        assert_eq!(h["x-plain"], "plain");
+    }
+}

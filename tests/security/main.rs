@@ -1,0 +1,20 @@
+//! Attacks on the running binary, one module per kind of attack (issue 9): a hostile agent
+//! function on the proxy port, on reverse listeners and inside tunnels, and a hostile upstream.
+//! Every test drives the real `token-sidecar` process over sockets.
+
+#[allow(dead_code)]
+#[path = "../ops/harness.rs"]
+mod harness;
+
+mod binding;
+mod bodies;
+mod connect;
+mod expiry;
+mod fuzz_replay;
+mod limits;
+mod logs;
+mod raw;
+mod redaction;
+mod smaller;
+mod soak;
+mod timeouts;
