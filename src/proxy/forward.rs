@@ -200,7 +200,8 @@ async fn send(
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, body);
     let upstream = &snapshot.upstream;
-    let response = match tokio::time::timeout(upstream.request_timeout, upstream.client.request(req)).await {
+    let response = match tokio::time::timeout(snapshot.config.proxy.request_timeout, upstream.client.request(req)).await
+    {
         Err(_) => {
             metrics::counter!("upstream_errors_total", "kind" => "timeout").increment(1);
             return Err(ProxyError::UpstreamTimeout(target.authority.to_string()));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -31,6 +31,25 @@ const H2_CONNECTION_WINDOW: u32 = 1 << 20;
 /// A client connection's share of `max_connections`, kept by tunnels opened from it.
 #[derive(Clone)]
 pub struct ConnectionPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+/// The listener's graceful-shutdown handle, carried into tunnels opened from its
+/// connections: an intercepted tunnel's connection is drained like the listener's own, and a
+/// blind tunnel holds the shutdown open (up to the grace period) until it ends.
+/// Each connection has one (a CONNECT ends the connection's HTTP handling, so only one
+/// tunnel can take it).
+#[derive(Clone)]
+pub struct Drain(Arc<std::sync::Mutex<Option<Watcher>>>);
+
+impl Drain {
+    fn new(watcher: Watcher) -> Drain {
+        Drain(Arc::new(std::sync::Mutex::new(Some(watcher))))
+    }
+
+    /// The watcher, for the tunnel that takes it.
+    pub fn take(&self) -> Option<Watcher> {
+        self.0.lock().ok().and_then(|mut w| w.take())
+    }
+}
 
 /// Serves connections from `listener` until `shutdown` fires, then waits up to the
 /// snapshot's grace period for in-flight requests to finish.
@@ -74,6 +93,7 @@ pub async fn serve(
             entry: entry.clone(),
             activity: Arc::clone(&activity),
             permit: Some(permit.clone()),
+            drain: Some(Drain::new(graceful.watcher())),
         };
         let conn = settings.builder().serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
@@ -92,16 +112,24 @@ pub async fn serve(
 
 /// Serves one already-established connection (an intercepted tunnel) to its end, with the
 /// same limits and timeouts as a listener's connections.
-pub async fn serve_connection<I>(io: I, proxy: Proxy, entry: Entry, permit: Option<ConnectionPermit>)
-where
+pub async fn serve_connection<I>(
+    io: I,
+    proxy: Proxy,
+    entry: Entry,
+    permit: Option<ConnectionPermit>,
+    drain: Option<Drain>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let settings = ConnectionSettings::of(&proxy.snapshot().config.proxy);
     let activity = Activity::new();
-    let service = ProxyService { proxy, entry, activity: Arc::clone(&activity), permit };
+    let service = ProxyService { proxy, entry, activity: Arc::clone(&activity), permit, drain: None };
     let builder = settings.builder();
     let conn = builder.serve_connection(io, service);
-    supervise(conn, &activity, &settings).await;
+    match drain.as_ref().and_then(Drain::take) {
+        Some(watcher) => supervise(watcher.watch(conn), &activity, &settings).await,
+        None => supervise(conn, &activity, &settings).await,
+    }
 }
 
 /// The per-connection settings, read once when the connection starts.
@@ -268,6 +296,7 @@ struct ProxyService {
     entry: Entry,
     activity: Arc<Activity>,
     permit: Option<ConnectionPermit>,
+    drain: Option<Drain>,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyService {
@@ -279,9 +308,15 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyServ
         let proxy = self.proxy.clone();
         let entry = self.entry.clone();
         let in_flight = self.activity.begin();
-        if let Some(permit) = &self.permit {
-            // A tunnel opened by this request outlives the connection's HTTP handling.
-            req.extensions_mut().insert(permit.clone());
+        if req.method() == http::Method::CONNECT {
+            // A tunnel opened by this request outlives the connection's HTTP handling: it
+            // keeps the connection's slot and is drained on shutdown.
+            if let Some(permit) = &self.permit {
+                req.extensions_mut().insert(permit.clone());
+            }
+            if let Some(drain) = &self.drain {
+                req.extensions_mut().insert(drain.clone());
+            }
         }
         Box::pin(async move {
             let response = proxy.handle(req, &entry).await;

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::listen::ConnectionPermit;
+use super::listen::{ConnectionPermit, Drain};
 use super::target::{parse_connect_target, HostPort};
 use super::{Proxy, ProxyBody};
 use crate::config::Unmatched;
@@ -27,8 +27,10 @@ pub async fn connect(proxy: &Proxy, mut req: Request<Incoming>) -> Response<Prox
     };
     // The tunnel keeps the client connection's slot of max_connections.
     let permit = req.extensions_mut().remove::<ConnectionPermit>();
+    // ... and is drained on shutdown like the listener's own connections.
+    let drain = req.extensions_mut().remove::<Drain>();
     if snapshot.routes.has_host(Scheme::Https, &target.host, target.port) {
-        return crate::tls::intercept(proxy, &snapshot, req, target, permit).await;
+        return crate::tls::intercept(proxy, &snapshot, req, target, permit, drain).await;
     }
     if snapshot.config.proxy.unmatched == Unmatched::Deny {
         metrics::counter!("proxy_requests_total", "route" => "none", "status" => "403").increment(1);
@@ -43,6 +45,8 @@ pub async fn connect(proxy: &Proxy, mut req: Request<Incoming>) -> Response<Prox
     };
     tokio::spawn(async move {
         let _permit = permit;
+        // Shutdown waits for the tunnel (up to the grace period): it cannot be asked to end.
+        let _drain = drain.as_ref().and_then(Drain::take);
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);

@@ -1,7 +1,6 @@
 //! The upstream client: pooled HTTP/1.1 and h2 over rustls, with verified certificates.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,7 +17,6 @@ use crate::config::ProxySettings;
 /// not change its settings, so the pool survives).
 pub struct Upstream {
     pub client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
-    pub request_timeout: Duration,
 }
 
 /// The process-wide crypto provider: aws-lc-rs, named explicitly so no other provider is
@@ -68,6 +66,6 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
             .build(connector);
-        Ok(Upstream { client, request_timeout: settings.request_timeout })
+        Ok(Upstream { client })
     }
 }

@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::error::ProxyError;
-use crate::proxy::listen::{serve_connection, ConnectionPermit};
+use crate::proxy::listen::{serve_connection, ConnectionPermit, Drain};
 use crate::proxy::target::HostPort;
 use crate::proxy::{Entry, Proxy, ProxyBody, TunnelTarget};
 use crate::routes::Scheme;
@@ -23,6 +23,7 @@ pub async fn intercept(
     req: Request<Incoming>,
     target: HostPort,
     permit: Option<ConnectionPermit>,
+    drain: Option<Drain>,
 ) -> Response<ProxyBody> {
     let authority = match target.authority(Scheme::Https) {
         Ok(a) => a,
@@ -47,7 +48,7 @@ pub async fn intercept(
             Err(_) => return handshake_failed(&host, "no TLS handshake within [proxy] handshake_timeout"),
         };
         let entry = Entry::Tunnel(Arc::new(TunnelTarget { authority, host, port }));
-        serve_connection(TokioIo::new(tls), proxy, entry, permit).await;
+        serve_connection(TokioIo::new(tls), proxy, entry, permit, drain).await;
     });
     metrics::counter!("proxy_requests_total", "route" => "intercept", "status" => "200").increment(1);
     crate::proxy::ok_empty()

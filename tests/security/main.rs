@@ -9,6 +9,7 @@ mod harness;
 mod binding;
 mod bodies;
 mod connect;
+mod drain;
 mod expiry;
 mod fuzz_replay;
 mod limits;

@@ -612,6 +612,11 @@ pub struct TlsUpstream {
 
 impl TlsUpstream {
     pub async fn start(ca: &TestCa) -> TlsUpstream {
+        TlsUpstream::with_delay(ca, Duration::ZERO).await
+    }
+
+    /// Like [`TlsUpstream::start`], answering each request `delay` after it arrived.
+    pub async fn with_delay(ca: &TestCa, delay: Duration) -> TlsUpstream {
         let (chain, key) = ca.issue(&["localhost", "127.0.0.1"]);
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -636,6 +641,7 @@ impl TlsUpstream {
                         let record = Arc::clone(&record);
                         async move {
                             record_request(&record, req).await;
+                            tokio::time::sleep(delay).await;
                             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"upstream ok"))))
                         }
                     });
