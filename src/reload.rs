@@ -75,8 +75,12 @@ async fn try_reload(path: &Path, sidecar: &Sidecar) -> Result<ReloadOutcome, Rel
     }
     let same_files = config.watched_files == current.config.watched_files;
     let mut snapshot = Snapshot::build(config, Some(&current)).await?;
-    // With a new set of files the digest is unknown: store one that never matches.
-    snapshot.files_digest = if same_files { before } else { [0; 32] };
+    // With the same files, the digest taken before reading (a change made while reading is
+    // then seen by the next event). With a new set of files, the digest the build took of
+    // them: a reset digest would make the next unrelated event reload again.
+    if same_files {
+        snapshot.files_digest = before;
+    }
     sidecar.state().store(Arc::new(snapshot));
     Ok(ReloadOutcome::Applied)
 }

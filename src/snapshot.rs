@@ -118,7 +118,12 @@ impl Snapshot {
         let routes = RouteTable::new(config.routes.iter().enumerate().map(|(i, r)| r.spec(i)).collect())?;
         let compiled = config.routes.iter().map(|r| compile_route(r, &cells)).collect();
         let upstream = match previous {
-            Some(p) if p.config.proxy.same_upstream_settings(&config.proxy) => Arc::clone(&p.upstream),
+            Some(p)
+                if p.config.proxy.same_upstream_settings(&config.proxy)
+                    && p.upstream.ca_digest == crate::reload::digest_files(config.proxy.extra_ca_file.as_slice()) =>
+            {
+                Arc::clone(&p.upstream)
+            }
             _ => Arc::new(Upstream::new(&config.proxy).map_err(BuildError::Upstream)?),
         };
         let interceptor = match (&config.tls, previous.and_then(|p| p.interceptor.as_ref())) {

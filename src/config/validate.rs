@@ -88,6 +88,11 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
         })
         .collect();
 
+    // Every file the config names is watched: a rotated CA bundle is a change like a key's.
+    watched_files.extend(proxy.extra_ca_file.clone());
+    if let Some(tls) = &tls {
+        watched_files.extend([tls.ca_cert.clone(), tls.ca_key.clone()]);
+    }
     c.finish()?;
     Ok(Config { source: path.to_path_buf(), proxy, admin, tls, echo, tokens, routes, listeners, watched_files })
 }

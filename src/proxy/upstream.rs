@@ -17,6 +17,9 @@ use crate::config::ProxySettings;
 /// not change its settings, so the pool survives).
 pub struct Upstream {
     pub client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    /// Digest of `extra_ca_file` as it was loaded: a reload that finds other bytes builds a
+    /// new client, so a rotated CA is trusted at once.
+    pub ca_digest: [u8; 32],
 }
 
 /// The process-wide crypto provider: aws-lc-rs, named explicitly so no other provider is
@@ -66,6 +69,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
             .build(connector);
-        Ok(Upstream { client })
+        let ca_digest = crate::reload::digest_files(settings.extra_ca_file.as_slice());
+        Ok(Upstream { client, ca_digest })
     }
 }

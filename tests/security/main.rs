@@ -16,6 +16,7 @@ mod limits;
 mod logs;
 mod raw;
 mod redaction;
+mod reload_ca;
 mod smaller;
 mod soak;
 mod timeouts;
