@@ -182,11 +182,7 @@ fn normalize_host(raw: &str, wildcard: bool) -> Result<String, &'static str> {
         }
         let inner = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
         return match inner {
-            Some(inner)
-                if inner.contains(':') && inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') =>
-            {
-                Ok(host)
-            }
+            Some(inner) if inner.parse::<std::net::Ipv6Addr>().is_ok() => Ok(host),
             _ => Err("malformed IPv6 literal; expected a bracketed address such as \"[::1]\""),
         };
     }

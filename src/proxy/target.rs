@@ -245,6 +245,8 @@ mod tests {
             "localhost:65536",
             "localhost:+443",
             "::1:443",
+            "[::::::::11:1]:3",
+            "[1::2::3]:443",
             "x..example:443",
             ".example:443",
             "exa mple:443",
