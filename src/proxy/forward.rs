@@ -203,12 +203,17 @@ async fn send(
     let response = match tokio::time::timeout(snapshot.config.proxy.request_timeout, upstream.client.request(req)).await
     {
         Err(_) => {
-            metrics::counter!("upstream_errors_total", "kind" => "timeout").increment(1);
-            return Err(ProxyError::UpstreamTimeout(target.authority.to_string()));
+            let error = ProxyError::UpstreamTimeout(target.authority.to_string());
+            metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
+            return Err(error);
         }
         Ok(Err(e)) => {
             let error = classify(&e, target);
-            metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
+            // A placeholder refused inside a streamed body is the request's fault, not the
+            // upstream's.
+            if !matches!(error, ProxyError::Refused(_)) {
+                metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
+            }
             return Err(error);
         }
         Ok(Ok(r)) => r,

@@ -41,7 +41,13 @@ pub async fn connect(proxy: &Proxy, mut req: Request<Incoming>) -> Response<Prox
     let address = format!("{}:{}", target.host, target.port);
     let upstream = match dial(&address, connect_timeout).await {
         Ok(stream) => stream,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
+            let status = error.status();
+            metrics::counter!("proxy_requests_total", "route" => "tunnel", "status" => status.as_str().to_owned())
+                .increment(1);
+            return error.into_response();
+        }
     };
     tokio::spawn(async move {
         let _permit = permit;

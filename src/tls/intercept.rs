@@ -30,6 +30,7 @@ pub async fn intercept(
         Err(e) => return e.into_response(),
     };
     let Some(interceptor) = snapshot.interceptor.clone() else {
+        metrics::counter!("proxy_requests_total", "route" => "intercept", "status" => "403").increment(1);
         return ProxyError::InterceptionDisabled(authority.to_string()).into_response();
     };
     let handshake_timeout = snapshot.config.proxy.handshake_timeout;

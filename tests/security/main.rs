@@ -14,6 +14,7 @@ mod expiry;
 mod fuzz_replay;
 mod limits;
 mod logs;
+mod metrics_vocabulary;
 mod raw;
 mod redaction;
 mod reload_ca;
