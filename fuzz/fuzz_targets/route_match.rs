@@ -1,0 +1,7 @@
+#![no_main]
+
+// The checks live in fuzz/checks/route_match.rs so tests/security/fuzz_replay.rs can replay the
+// checked-in corpus with the same code on stable.
+include!("../checks/route_match.rs");
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check(data));
