@@ -157,8 +157,16 @@ async fn refresh_loop(cell: Weak<TokenCell>) {
         tokio::time::sleep(delay).await;
         loop {
             let Some(c) = cell.upgrade() else { return };
+            let before = c.latest().map(|t| t.expires_at);
             if c.refresh_once().await.is_ok() {
                 backoff = BACKOFF_START;
+                // JWT times are whole seconds: signing again within the same second gives the
+                // same expiry, so a refresh_before close to the ttl would re-sign in a loop.
+                // Let the clock reach the next second before deciding again.
+                if before.is_some() && before == c.latest().map(|t| t.expires_at) {
+                    drop(c);
+                    tokio::time::sleep(until_next_second(SystemTime::now())).await;
+                }
                 break;
             }
             drop(c);
@@ -166,6 +174,12 @@ async fn refresh_loop(cell: Weak<TokenCell>) {
             backoff = (backoff * 2).min(BACKOFF_CAP);
         }
     }
+}
+
+/// Time from `now` to the next whole second of the Unix clock.
+fn until_next_second(now: SystemTime) -> Duration {
+    let sub = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    Duration::from_nanos(u64::from(1_000_000_000 - sub))
 }
 
 #[cfg(test)]
@@ -191,6 +205,35 @@ mod tests {
         fn refresh_before(&self) -> Duration {
             self.ttl / 2
         }
+    }
+
+    /// Mints like a JWT: whole-second times.
+    struct WholeSeconds {
+        minted: AtomicU32,
+    }
+
+    impl Mint for WholeSeconds {
+        fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+            self.minted.fetch_add(1, Ordering::SeqCst);
+            let secs = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let issued_at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            Ok(MintedToken { value: "t".into(), issued_at, expires_at: issued_at + Duration::from_secs(2) })
+        }
+        fn refresh_before(&self) -> Duration {
+            Duration::from_millis(1500)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lead_close_to_the_ttl_does_not_re_sign_in_a_loop() {
+        let minter = Arc::new(WholeSeconds { minted: AtomicU32::new(0) });
+        let cell = TokenCell::start("t", minter.clone()).await.unwrap();
+        let started = std::time::Instant::now();
+        // Two seconds of refreshing: at most a few signings per second, never thousands.
+        assert!(wait_for(Duration::from_secs(5), || started.elapsed() >= Duration::from_secs(2)).await);
+        let minted = minter.minted.load(Ordering::SeqCst);
+        assert!(minted <= 8, "{minted} signings in 2 s");
+        assert!(cell.current(SystemTime::now()).is_some());
     }
 
     async fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
