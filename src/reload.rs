@@ -142,8 +142,9 @@ async fn watch_with(path: &Path, sidecar: &Sidecar, mut hangup: Hangup) {
         if matches!(event.kind, notify::EventKind::Access(_)) {
             return;
         }
-        let names = filter.lock().map(|n| n.clone()).unwrap_or_default();
-        if event.paths.is_empty() || event.paths.iter().any(|p| concerns(p, &names)) {
+        let relevant =
+            event.paths.is_empty() || filter.lock().is_ok_and(|names| event.paths.iter().any(|p| concerns(p, &names)));
+        if relevant {
             let _ = tx.send(());
         }
     });

@@ -21,7 +21,7 @@ use super::timed::{BodyTimedOut, TimedBody};
 use super::{BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::substitute::MAX_TRAILERS;
-use crate::substitute::{substitute_header_map, BodySubstituter, Bounded, Resolve, SubstitutingBody};
+use crate::substitute::{substitute_header_map, BodySubstituter, Resolve, SubstitutingBody};
 
 /// A client's request body with the idle timeout between its chunks applied.
 pub type ClientBody = TimedBody<hyper::body::Incoming>;
@@ -118,10 +118,8 @@ pub async fn substituted(
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
         Some(mut trailers) => {
-            substitute_header_map(&mut trailers, &*tokens, MAX_TRAILERS).map_err(|e| match e {
-                Bounded::Refused(r) => ProxyError::Refused(r),
-                Bounded::TooLong => ProxyError::HeadersTooLarge(MAX_TRAILERS as u64),
-            })?;
+            substitute_header_map(&mut trailers, &*tokens, MAX_TRAILERS)
+                .map_err(|e| ProxyError::from_bounded(e, ProxyError::HeadersTooLarge(MAX_TRAILERS as u64)))?;
             headers.remove(header::CONTENT_LENGTH);
             headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
             frames.push_back(Frame::trailers(trailers));

@@ -22,9 +22,7 @@ use crate::config::Unmatched;
 use crate::error::ProxyError;
 use crate::routes::Scheme;
 use crate::snapshot::{RequestTokens, Snapshot};
-use crate::substitute::{
-    substitute_header_map, substitute_uri_within, Bounded, RedactingBody, Redactions, Refused, Resolve,
-};
+use crate::substitute::{substitute_header_map, substitute_uri_within, RedactingBody, Redactions, Refused, Resolve};
 
 /// Serves one request with one snapshot, turning every failure into a JSON error response.
 pub async fn forward(
@@ -99,10 +97,7 @@ async fn run(
 
     let tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
     let max_uri = usize::try_from(settings.max_uri_bytes).unwrap_or(usize::MAX);
-    let uri_too_long = |e| match e {
-        Bounded::Refused(r) => ProxyError::Refused(r),
-        Bounded::TooLong => ProxyError::UriTooLong(settings.max_uri_bytes),
-    };
+    let uri_too_long = |e| ProxyError::from_bounded(e, ProxyError::UriTooLong(settings.max_uri_bytes));
     let rewritten = match substitute_uri_within(&path_and_query, &*tokens, max_uri).map_err(uri_too_long)? {
         std::borrow::Cow::Borrowed(_) if matches!(path_and_query, std::borrow::Cow::Borrowed(_)) => None,
         other => Some(other.into_owned()),
@@ -118,10 +113,8 @@ async fn run(
         parts.headers.insert(name.clone(), template.clone());
     }
     let max_head = usize::try_from(settings.max_header_bytes).unwrap_or(usize::MAX);
-    substitute_header_map(&mut parts.headers, &*tokens, max_head).map_err(|e| match e {
-        Bounded::Refused(r) => ProxyError::Refused(r),
-        Bounded::TooLong => ProxyError::HeadersTooLarge(settings.max_header_bytes),
-    })?;
+    substitute_header_map(&mut parts.headers, &*tokens, max_head)
+        .map_err(|e| ProxyError::from_bounded(e, ProxyError::HeadersTooLarge(settings.max_header_bytes)))?;
     if compiled.redact_responses {
         // A compressed response could not be scanned for the values to redact.
         parts.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));

@@ -155,8 +155,18 @@ pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
                 .ok_or_else(|| ProxyError::BadRequest(format!("unsupported scheme {scheme} (use http or https)")))?;
             // Host, URI and logs are rebuilt from the parsed host and port: `user:password@`
             // and odd spellings never reach the upstream.
-            let HostPort { host, port } = uri_host_port(authority, scheme)?;
-            let authority = HostPort { host: host.clone(), port }.authority(scheme)?;
+            let target = uri_host_port(authority, scheme)?;
+            // The usual request already names its host canonically: keep its authority.
+            let canonical = match authority.as_str().strip_prefix(target.host.as_str()) {
+                Some("") => true,
+                Some(rest) => {
+                    target.port != scheme.default_port()
+                        && rest.strip_prefix(':').is_some_and(|p| !p.starts_with('0') && p.parse() == Ok(target.port))
+                }
+                None => false,
+            };
+            let authority = if canonical { authority.clone() } else { target.authority(scheme)? };
+            let HostPort { host, port } = target;
             Ok(Target { scheme, authority, host, port, path_and_query: path_and_query(&parts.uri) })
         }
         Entry::Reverse(base) => {
@@ -252,6 +262,23 @@ mod tests {
             "exa mple:443",
         ] {
             assert!(parse_connect_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn absolute_uris_get_a_canonical_authority() {
+        let proxy = Entry::Proxy(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+        for (uri, authority) in [
+            ("http://api.example/x", "api.example"),
+            ("http://api.example:8080/x", "api.example:8080"),
+            ("http://API.Example.:80/x", "api.example"),
+            ("http://user:pw@api.example:8080/x", "api.example:8080"),
+            ("http://api.example:08080/x", "api.example:8080"),
+            ("https://[::1]:443/x", "[::1]"),
+        ] {
+            let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
+            let target = target_of(&proxy, &parts).unwrap();
+            assert_eq!(target.authority.as_str(), authority, "{uri}");
         }
     }
 

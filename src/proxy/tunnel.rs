@@ -32,13 +32,13 @@ pub async fn connect(proxy: &Proxy, mut req: Request<Incoming>) -> Response<Prox
     if snapshot.routes.has_host(Scheme::Https, &target.host, target.port) {
         return crate::tls::intercept(proxy, &snapshot, req, target, permit, drain).await;
     }
+    let address = format!("{}:{}", target.host, target.port);
     if snapshot.config.proxy.unmatched == Unmatched::Deny {
         metrics::counter!("proxy_requests_total", "route" => "none", "status" => "403").increment(1);
-        return ProxyError::UnmatchedDenied(format!("{}:{}", target.host, target.port)).into_response();
+        return ProxyError::UnmatchedDenied(address).into_response();
     }
     let connect_timeout = snapshot.config.proxy.connect_timeout;
     drop(snapshot);
-    let address = format!("{}:{}", target.host, target.port);
     let upstream = match dial(&address, connect_timeout).await {
         Ok(stream) => stream,
         Err(error) => {

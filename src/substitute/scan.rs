@@ -139,10 +139,7 @@ pub(crate) fn lookup(resolver: &dyn Resolve, name: &str) -> Result<Option<Bytes>
 /// [`Refused`] for the first placeholder naming a token the route does not bind,
 /// so the caller can refuse the request.
 pub fn substitute<'a>(input: &'a [u8], resolver: &dyn Resolve) -> Result<Cow<'a, [u8]>, Refused> {
-    substitute_within(input, resolver, usize::MAX).map_err(|e| match e {
-        Bounded::Refused(r) => r,
-        Bounded::TooLong => unreachable_too_long(),
-    })
+    without_limit(substitute_within(input, resolver, usize::MAX))
 }
 
 /// Like [`substitute`], but stops with [`Bounded::TooLong`] as soon as the result would
@@ -195,10 +192,13 @@ impl From<Refused> for Bounded {
     }
 }
 
-/// `usize::MAX` bytes cannot be allocated, so an unbounded substitution never reports it.
-#[cold]
-fn unreachable_too_long() -> Refused {
-    Refused { name: String::new(), kind: RefusalKind::Unavailable }
+/// The result of a substitution bounded by `usize::MAX`, which no result can exceed (the
+/// check saturates), so only a refusal can come back.
+fn without_limit<T>(result: Result<T, Bounded>) -> Result<T, Refused> {
+    result.map_err(|e| match e {
+        Bounded::Refused(r) => r,
+        Bounded::TooLong => unreachable!("no substitution result is longer than usize::MAX bytes"),
+    })
 }
 
 /// Replaces placeholders in a request target (path and query).
@@ -214,10 +214,7 @@ fn unreachable_too_long() -> Refused {
 /// [`Refused`] for the first placeholder (in either form) naming a token the
 /// route does not bind.
 pub fn substitute_uri<'a>(input: &'a str, resolver: &dyn Resolve) -> Result<Cow<'a, str>, Refused> {
-    substitute_uri_within(input, resolver, usize::MAX).map_err(|e| match e {
-        Bounded::Refused(r) => r,
-        Bounded::TooLong => unreachable_too_long(),
-    })
+    without_limit(substitute_uri_within(input, resolver, usize::MAX))
 }
 
 /// Like [`substitute_uri`], but stops with [`Bounded::TooLong`] once the result would
