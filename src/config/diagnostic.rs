@@ -75,6 +75,27 @@ impl<'a> Collector<'a> {
         self.found.is_empty()
     }
 
+    /// Drops the problems recorded after the first `kept` that `already_reported` says were
+    /// reported in another form.
+    pub fn forget_after(&mut self, kept: usize, already_reported: impl Fn(&Diagnostic) -> bool) {
+        let mut index = 0;
+        self.found.retain(|d| {
+            index += 1;
+            index <= kept || !already_reported(d)
+        });
+    }
+
+    /// The problems found when the file could not be checked to the end; never empty.
+    pub fn failed(mut self) -> ConfigErrors {
+        if self.found.is_empty() {
+            self.error(0..0, "", "the file could not be read as a token-sidecar config");
+        }
+        match self.finish() {
+            Err(errors) => errors,
+            Ok(()) => ConfigErrors(Vec::new()),
+        }
+    }
+
     /// All problems, in file order.
     pub fn finish(mut self) -> Result<(), ConfigErrors> {
         self.found.sort_by_key(|d| (d.line, d.column));

@@ -6,6 +6,7 @@
 
 mod diagnostic;
 pub mod raw;
+mod structure;
 mod validate;
 pub mod values;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use toml::Spanned;
 
-use super::diagnostic::{Collector, ConfigErrors, Diagnostic};
+use super::diagnostic::{Collector, ConfigErrors};
 use super::raw::{RawConfig, RawRoute};
 use super::values::{parse_duration, parse_size};
 use super::*;
@@ -14,9 +14,11 @@ use crate::substitute::is_valid_name;
 use crate::tokens;
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-    let raw = parse(path, text)?;
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut c = Collector::new(path, text);
+    let (raw, repaired) = super::structure::parse(text, &mut c);
+    let Some(raw) = raw else { return Err(c.failed()) };
+    let structural = c.len();
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut watched_files = vec![path.to_path_buf()];
 
     let proxy = proxy_settings(&raw, &base_dir, &mut c);
@@ -37,7 +39,8 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
         generate_if_missing: t.generate_if_missing.as_ref().is_some_and(|b| *b.get_ref()),
     });
     if let (Some(settings), Some(raw_tls)) = (&tls, &raw.tls) {
-        if !settings.pending_generation() {
+        let named = !repaired.covers("tls.ca_cert") && !repaired.covers("tls.ca_key");
+        if named && !settings.pending_generation() {
             if let Err(e) = crate::tls::load_ca(settings) {
                 c.error(raw_tls.ca_cert.span(), "tls", e.to_string());
             }
@@ -93,31 +96,9 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
     if let Some(tls) = &tls {
         watched_files.extend([tls.ca_cert.clone(), tls.ca_key.clone()]);
     }
+    c.forget_after(structural, |d| repaired.covers(&d.key_path));
     c.finish()?;
     Ok(Config { source: path.to_path_buf(), proxy, admin, tls, echo, tokens, routes, listeners, watched_files })
-}
-
-/// Structural parse: TOML syntax, unknown keys and wrong types. These stop at the first problem
-/// (serde cannot go on past one), but they name its key path and position.
-fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
-    let located = |span: Option<std::ops::Range<usize>>, key_path: String, message: &str| {
-        let (line, column) = super::diagnostic::line_column(text, span.map_or(0, |s| s.start));
-        ConfigErrors(vec![Diagnostic {
-            file: path.to_path_buf(),
-            line,
-            column,
-            key_path,
-            message: message.trim().to_string(),
-        }])
-    };
-    let deserializer =
-        toml::de::Deserializer::parse(text).map_err(|e| located(e.span(), String::new(), e.message()))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key_path = e.path().to_string().replace(".$__serde_spanned_private_value", "");
-        let key_path = if key_path == "." { String::new() } else { key_path };
-        let inner = e.into_inner();
-        located(inner.span(), key_path, inner.message())
-    })
 }
 
 fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> ProxySettings {
@@ -409,5 +390,43 @@ impl RouteDefinition {
             methods: self.methods.clone(),
             value,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// One misspelled key must not hide the problems behind it (issue 10, item 4).
+    #[test]
+    fn a_misspelled_key_does_not_hide_missing_files_or_unknown_tokens() {
+        let text = r#"
+[proxy]
+request_timout = "5s"
+
+[tokens.acme]
+algorithm = "RS256"
+key_type = "RsaPem"
+key_file = "/nonexistent/acme.pem"
+ttl = "5m"
+
+[[routes]]
+host = "api.example.com"
+tokens = ["acme", "nope"]
+"#;
+        let errors = Config::from_text(Path::new("/tmp/sidecar.toml"), text).expect_err("three problems");
+        let keys: Vec<&str> = errors.0.iter().map(|d| d.key_path.as_str()).collect();
+        assert_eq!(keys, ["proxy.request_timout", "tokens.acme.key_file", "routes[0].tokens"], "{errors}");
+        assert!(errors.0[2].message.contains("\"nope\""), "{errors}");
+    }
+
+    #[test]
+    fn a_required_key_of_the_wrong_type_is_not_reported_again_as_invalid() {
+        let text = "[tls]\nca_cert = 1\nca_key = \"k.pem\"\n[echo]\nlisten = \"127.0.0.1:0\"\n";
+        let errors = Config::from_text(Path::new("/tmp/sidecar.toml"), text).expect_err("one problem");
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].key_path, "tls.ca_cert");
     }
 }
