@@ -81,6 +81,9 @@ pub enum Command {
     },
 
     /// Manage the local CA that intercepts HTTPS_PROXY tunnels to routed hosts.
+    ///
+    /// Example: token-sidecar ca init --out /etc/token-sidecar, then in the function's
+    /// environment: token-sidecar ca export > sidecar-ca.pem; export SSL_CERT_FILE=sidecar-ca.pem
     #[command(subcommand)]
     Ca(CaCommand),
 }

@@ -6,7 +6,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use time::{Duration, OffsetDateTime};
 
 use crate::config::TlsSettings;
-use crate::files::Visibility;
+use crate::files::{Staged, Visibility};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -59,8 +59,15 @@ pub fn generate_ca_files(cert_path: &Path, key_path: &Path) -> Result<(), CaErro
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(3650);
     let cert = params.self_signed(&key).map_err(|e| CaError::Generate(e.to_string()))?;
-    write_new(key_path, key.serialize_pem().as_bytes(), Visibility::Private)?;
-    write_new(cert_path, cert.pem().as_bytes(), Visibility::Public)
+    // Both files are written in full before either appears, so a reader never finds half a
+    // file and the pair is visible within two link calls; if the key cannot take its name, the
+    // certificate published a moment before is taken back.
+    let cert_file = stage(cert_path, cert.pem().as_bytes(), Visibility::Public)?;
+    let key_file = stage(key_path, key.serialize_pem().as_bytes(), Visibility::Private)?;
+    publish(cert_file)?;
+    publish(key_file).inspect_err(|_| {
+        let _ = std::fs::remove_file(cert_path);
+    })
 }
 
 /// Loads and checks the CA named by `[tls]`.
@@ -87,9 +94,15 @@ pub fn load_ca(settings: &TlsSettings) -> Result<LoadedCa, CaError> {
     Ok(LoadedCa { issuer, cert_pem, cert_der })
 }
 
-fn write_new(path: &Path, contents: &[u8], visibility: Visibility) -> Result<(), CaError> {
-    crate::files::write_new(path, contents, visibility).map_err(|source| match source.kind() {
-        std::io::ErrorKind::AlreadyExists => CaError::Exists(path.to_path_buf()),
-        _ => CaError::Write { path: path.to_path_buf(), source },
+fn stage(path: &Path, contents: &[u8], visibility: Visibility) -> Result<Staged, CaError> {
+    crate::files::stage(path, contents, visibility)
+        .map_err(|source| CaError::Write { path: path.to_path_buf(), source })
+}
+
+fn publish(file: Staged) -> Result<(), CaError> {
+    let path = file.target().to_path_buf();
+    file.publish().map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => CaError::Exists(path),
+        _ => CaError::Write { path, source },
     })
 }

@@ -115,7 +115,10 @@ fn random_jti() -> String {
     format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
 }
 
-/// Converts a TOML value to JSON, keeping its type. Datetimes become RFC 3339 strings.
+/// Converts a TOML value to JSON, keeping its type. Datetimes become strings in the form they
+/// were written: an offset date-time is an RFC 3339 `date-time`, a local date or time is an
+/// RFC 3339 `full-date` / `partial-time`, and a local date-time (no zone) stays zoneless,
+/// because inventing a zone would put a wrong instant in a signed claim.
 pub fn toml_to_json(value: &toml::Value) -> Result<Value, String> {
     Ok(match value {
         toml::Value::String(s) => Value::String(s.clone()),
@@ -180,6 +183,26 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datetimes_keep_the_form_they_were_written_in() {
+        let table: toml::Table = toml::from_str(
+            "offset = 1979-05-27T07:32:00Z\nshifted = 1979-05-27T00:32:00.5-07:00\n\
+             date = 1979-05-27\ntime = 07:32:00\nlocal = 1979-05-27T07:32:00\n",
+        )
+        .expect("toml");
+        let json = toml_to_json(&toml::Value::Table(table)).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "offset": "1979-05-27T07:32:00Z",
+                "shifted": "1979-05-27T00:32:00.5-07:00",
+                "date": "1979-05-27",
+                "time": "07:32:00",
+                "local": "1979-05-27T07:32:00",
+            })
+        );
+    }
 
     #[test]
     fn env_expansion() {
