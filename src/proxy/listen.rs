@@ -7,7 +7,7 @@
 //! listeners together hold at most `max_connections` client connections.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::malformed::Malformed;
 use super::{Entry, Proxy, ProxyBody};
 use crate::config::ProxySettings;
 
@@ -95,7 +96,8 @@ pub async fn serve(
             permit: Some(permit.clone()),
             drain: Some(Drain::new(graceful.watcher())),
         };
-        let conn = settings.builder().serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let io = Malformed::new(TokioIo::new(stream), Arc::clone(&activity));
+        let conn = settings.builder().serve_connection_with_upgrades(io, service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _open = OpenConnection::new();
@@ -125,7 +127,7 @@ pub async fn serve_connection<I>(
     let activity = Activity::new();
     let service = ProxyService { proxy, entry, activity: Arc::clone(&activity), permit, drain: None };
     let builder = settings.builder();
-    let conn = builder.serve_connection(io, service);
+    let conn = builder.serve_connection(Malformed::new(io, Arc::clone(&activity)), service);
     match drain.as_ref().and_then(Drain::take) {
         Some(watcher) => supervise(watcher.watch(conn), &activity, &settings).await,
         None => supervise(conn, &activity, &settings).await,
@@ -200,8 +202,9 @@ async fn supervise<F: std::future::Future>(conn: F, activity: &Activity, setting
 }
 
 /// What a connection is doing, for its watchdog: requests seen, requests in flight (until
-/// their response body is done), and since when it has been idle.
-struct Activity {
+/// their response body is done), and since when it has been idle; and, for
+/// [`super::malformed`], whether it is between messages.
+pub(super) struct Activity {
     started: Instant,
     requests: AtomicU64,
     in_flight: AtomicUsize,
@@ -209,6 +212,11 @@ struct Activity {
     idle_since: AtomicU64,
     /// Wakes the watchdog when a request starts or ends.
     changed: tokio::sync::Notify,
+    /// Every response that finished has been flushed to the client since.
+    pub(super) flushed: AtomicBool,
+    /// The connection was handed to a tunnel or protocol upgrade: its bytes are not HTTP/1.1
+    /// messages of ours any more.
+    upgraded: AtomicBool,
 }
 
 impl Activity {
@@ -219,7 +227,17 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
+            flushed: AtomicBool::new(true),
+            upgraded: AtomicBool::new(false),
         })
+    }
+
+    /// No response of ours is being written or waits in a buffer, and the connection still
+    /// speaks HTTP/1.1 with us.
+    pub(super) fn between_messages(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.flushed.load(Ordering::Acquire)
+            && !self.upgraded.load(Ordering::Acquire)
     }
 
     fn requests(&self) -> u64 {
@@ -254,6 +272,8 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.0;
         let since = u64::try_from(activity.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // The response's last bytes may still sit in hyper's buffer until the next flush.
+        activity.flushed.store(false, Ordering::Release);
         activity.idle_since.store(since, Ordering::Release);
         activity.in_flight.fetch_sub(1, Ordering::AcqRel);
         activity.changed.notify_waiters();
@@ -308,7 +328,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyServ
         let proxy = self.proxy.clone();
         let entry = self.entry.clone();
         let in_flight = self.activity.begin();
-        if req.method() == http::Method::CONNECT {
+        let activity = Arc::clone(&self.activity);
+        let connect = req.method() == http::Method::CONNECT;
+        if connect {
             // A tunnel opened by this request outlives the connection's HTTP handling: it
             // keeps the connection's slot and is drained on shutdown.
             if let Some(permit) = &self.permit {
@@ -320,6 +342,10 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyServ
         }
         Box::pin(async move {
             let response = proxy.handle(req, &entry).await;
+            let status = response.status();
+            if status == http::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+                activity.upgraded.store(true, Ordering::Release);
+            }
             Ok(response.map(|inner| Tracked { inner, _in_flight: in_flight }.boxed_unsync()))
         })
     }

@@ -9,6 +9,7 @@ pub mod budget;
 mod forward;
 mod headers;
 pub mod listen;
+mod malformed;
 pub mod path;
 pub mod target;
 mod timed;
