@@ -121,7 +121,7 @@ impl Sidecar {
         let admin_addr = addr(&admin_listener);
         let echo_addr = echo_listener.as_ref().map(addr);
         let echo_tls_addr = echo_tls_listener.as_ref().map(addr);
-        let listener_addrs = reverse.iter().map(|(l, _)| addr(l)).collect();
+        let listener_addrs: Vec<SocketAddr> = reverse.iter().map(|(l, _)| addr(l)).collect();
 
         background.spawn(crate::admin::metrics_upkeep());
         if let Some(listener) = echo_listener {
@@ -139,7 +139,7 @@ impl Sidecar {
             tasks.spawn(serve);
         }
         tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy(proxy_addr), watcher, connections));
-        tracing::info!(%proxy_addr, %admin_addr, "token-sidecar ready");
+        tracing::info!(%proxy_addr, %admin_addr, listener_addrs = ?listener_addrs, "token-sidecar ready");
         Ok(Sidecar {
             state,
             shutdown,
