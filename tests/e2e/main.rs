@@ -1,0 +1,13 @@
+//! The end-to-end suite, one test binary: real sockets, real clients, the real `token-sidecar`
+//! binary (or an in-process sidecar where a test injects minters or inspects state).
+//!
+//! One module per topic; `support` holds everything the topics share. Run a subset with
+//! `cargo test --test e2e proxy::` (or any part of a test's path).
+
+mod support;
+
+mod config;
+mod ops;
+mod proxy;
+mod security;
+mod tls;

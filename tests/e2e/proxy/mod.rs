@@ -1,0 +1,16 @@
+//! End-to-end tests of the proxy: real sockets, a recording upstream, real tokens.
+//!
+//! Each module covers one thing a user relies on.
+
+mod binding;
+mod clients;
+mod compressed;
+mod demo;
+mod forwarding;
+mod h2c;
+mod large_body;
+mod refresh;
+mod reverse;
+mod signing;
+mod substitution;
+mod upstream_errors;

@@ -1,0 +1,25 @@
+//! What every end-to-end test shares, one job per module:
+//!
+//! - [`upstream`]: the recording upstream (plain HTTP and h2c, HTTPS, delayed, gated, echo, raw);
+//! - [`sidecar`]: the sidecar under test, as a child process or in process;
+//! - [`config`]: config text builders and config folders;
+//! - [`client`]: the hyper client and its reply type, and the command builder every process
+//!   goes through (it clears the proxy environment);
+//! - [`raw`]: raw HTTP/1.1 on a socket; [`tunnel`]: CONNECT and TLS inside it;
+//! - [`jwt`]: the independent JWT verifier; [`keys`]: key material; [`ca`]: test CAs and TLS
+//!   client configs;
+//! - [`metrics`]: the `/metrics` parser; [`logs`]: log capture and leak searches;
+//! - [`wait`]: polling with a deadline.
+
+pub mod ca;
+pub mod client;
+pub mod config;
+pub mod jwt;
+pub mod keys;
+pub mod logs;
+pub mod metrics;
+pub mod raw;
+pub mod sidecar;
+pub mod tunnel;
+pub mod upstream;
+pub mod wait;
