@@ -11,7 +11,7 @@ use crate::support::jwt::find_jwts;
 use crate::support::metrics::scrape;
 use crate::support::raw::{exchange, get_bytes, RawResponse};
 use crate::support::sidecar::Running;
-use crate::support::upstream::Upstream;
+use crate::support::upstream::{Recorded, Upstream};
 use crate::support::wait::wait_until;
 
 fn route(name: &str, port: u16, redact: bool) -> String {
@@ -89,8 +89,7 @@ async fn redacted_route_shows_the_placeholder_instead_of_the_token_and_others_do
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redaction_uses_the_placeholder_name_the_request_wrote() {
     let redacting = Upstream::builder().echo().start().await;
-    let config =
-        format!("{}{}{}", config("", ""), rs256_token("tok", "10m"), route("redacted", redacting.port(), true));
+    let config = config("", &format!("{}{}", rs256_token("tok", "10m"), route("redacted", redacting.port(), true)));
     let run = Running::start(&config).await;
     let before = redactions(&run).await;
     let response = exchange(run.proxy(), &get_echo(redacting.port(), "{/auth_token}")).await;
@@ -115,39 +114,29 @@ async fn streamed_response_body_is_redacted_across_chunk_boundaries() {
             format!("{d} {filler} whole={token} ]\"}}"),
         ]
     }
+    /// The upstream's answer: it echoes the token it received in a header and, in pieces, in
+    /// the body, framed chunked or with a Content-Length.
+    fn answer(framing: &str, head: &Recorded) -> Vec<Vec<u8>> {
+        let token = head.header("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        let pieces = pieces(token);
+        let echo = format!("HTTP/1.1 200 OK\r\nX-Echo-Authorization: Bearer {token}\r\n");
+        let mut out = Vec::new();
+        if framing == "chunked" {
+            out.push(format!("{echo}Transfer-Encoding: chunked\r\n\r\n").into_bytes());
+            for p in &pieces {
+                out.push(format!("{:x}\r\n{p}\r\n", p.len()).into_bytes());
+            }
+            out.push(b"0\r\n\r\n".to_vec());
+        } else {
+            let len: usize = pieces.iter().map(String::len).sum();
+            out.push(format!("{echo}Content-Length: {len}\r\n\r\n").into_bytes());
+            out.extend(pieces.into_iter().map(String::into_bytes));
+        }
+        out
+    }
     for framing in ["chunked", "content-length"] {
-        let upstream =
-            Upstream::builder()
-                .raw(move |head| {
-                    let token =
-                        head.header("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("").to_string();
-                    let pieces = pieces(&token);
-                    let mut out = Vec::new();
-                    if framing == "chunked" {
-                        out.push(
-                            format!(
-                        "HTTP/1.1 200 OK\r\nX-Echo-Authorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    )
-                            .into_bytes(),
-                        );
-                        for p in &pieces {
-                            out.push(format!("{:x}\r\n{p}\r\n", p.len()).into_bytes());
-                        }
-                        out.push(b"0\r\n\r\n".to_vec());
-                    } else {
-                        let len: usize = pieces.iter().map(String::len).sum();
-                        out.push(
-                    format!("HTTP/1.1 200 OK\r\nX-Echo-Authorization: Bearer {token}\r\nContent-Length: {len}\r\n\r\n")
-                        .into_bytes(),
-                );
-                        out.extend(pieces.into_iter().map(String::into_bytes));
-                    }
-                    out
-                })
-                .start()
-                .await;
-        let config =
-            format!("{}{}{}", config("", ""), rs256_token("tok", "10m"), route("redacted", upstream.port(), true));
+        let upstream = Upstream::builder().raw(move |head| answer(framing, head)).start().await;
+        let config = config("", &format!("{}{}", rs256_token("tok", "10m"), route("redacted", upstream.port(), true)));
         let run = Running::start(&config).await;
         let before = redactions(&run).await;
         let response = exchange(run.proxy(), &get_echo(upstream.port(), "{/tok}")).await;

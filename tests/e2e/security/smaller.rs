@@ -40,7 +40,7 @@ async fn chunked_response_with_a_content_length_reaches_the_client_whole_without
         })
         .start()
         .await;
-    let config = format!("{}{}{}", config("", ""), rs256_token("tok", "10m"), plain_route(upstream.port()));
+    let config = config("", &format!("{}{}", rs256_token("tok", "10m"), plain_route(upstream.port())));
     let run = Running::start(&config).await;
     let authority = format!("127.0.0.1:{}", upstream.port());
     let expected = PIECES.concat();
@@ -150,7 +150,7 @@ async fn trace_log_file_inside_the_config_folder_does_not_feed_the_watcher() {
     let upstream = Upstream::start().await;
     let dir = ConfigDir::with_demo_keys();
     let config =
-        dir.write_config(&format!("{}{}{}", config("", ""), rs256_token("tok", "10m"), plain_route(upstream.port())));
+        dir.write_config(&config("", &format!("{}{}", rs256_token("tok", "10m"), plain_route(upstream.port()))));
     let log_path = dir.path("sidecar.log");
     // Ready: the ready line names the bound addresses.
     let sidecar = SidecarProcess::start_logging_to(&config, "trace", &log_path).await;
