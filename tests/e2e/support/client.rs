@@ -171,7 +171,7 @@ where
 }
 
 /// Sends `req` over a fresh connection to `addr` and reads the whole response.
-pub async fn try_send<B>(addr: SocketAddr, req: Request<B>) -> Result<Reply, String>
+async fn try_send<B>(addr: SocketAddr, req: Request<B>) -> Result<Reply, String>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,

@@ -50,7 +50,7 @@ pub fn algorithm(name: &str) -> Algorithm {
 }
 
 /// The demo RSA public key (`examples/keys/demo-rsa.pub.pem`).
-pub fn demo_rsa_key() -> &'static DecodingKey {
+fn demo_rsa_key() -> &'static DecodingKey {
     static KEY: OnceLock<DecodingKey> = OnceLock::new();
     KEY.get_or_init(|| decoding_key(Algorithm::RS256, &demo_key("demo-rsa.pub.pem")))
 }

@@ -151,7 +151,7 @@ impl SidecarProcess {
     }
 
     /// Every log line, parsed (each must be one JSON object).
-    pub fn json_log(&self) -> Vec<Value> {
+    fn json_log(&self) -> Vec<Value> {
         self.log()
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
