@@ -38,6 +38,40 @@ impl Repaired {
                 || key_path.strip_prefix(r.as_str()).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
         })
     }
+
+    /// Whether a semantic diagnostic repeats a structural one: it is at or inside a repaired
+    /// key, or it says a key of its table is missing (`missing `ttl``) when that key was
+    /// taken out for its type, or when a misspelling of it was reported as unknown.
+    pub fn covers_diagnostic(&self, key_path: &str, message: &str) -> bool {
+        if self.covers(key_path) {
+            return true;
+        }
+        let Some(missing) = message.strip_prefix("missing `").and_then(|m| m.split('`').next()) else {
+            return false;
+        };
+        self.0
+            .iter()
+            .filter_map(|r| r.strip_prefix(key_path)?.strip_prefix('.'))
+            .any(|sibling| !sibling.contains(['.', '[']) && (sibling == missing || looks_like(sibling, missing)))
+    }
+}
+
+/// Whether `a` is a likely misspelling of `b`: at most two single-character edits apart.
+fn looks_like(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 2 {
+        return false;
+    }
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()] <= 2
 }
 
 /// Parses `text` into the file's shape, recording every structural problem in `c`.
@@ -48,8 +82,14 @@ pub fn parse(text: &str, c: &mut Collector<'_>) -> (Option<RawConfig>, Repaired)
     let mut repaired = Repaired::default();
     let (mut root, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
+        // The parser often reports one mistake several ways on the same line; the first
+        // report of each line is the one that names it.
+        let mut lines = std::collections::BTreeSet::new();
         for e in &syntax_errors {
-            c.error(e.span().unwrap_or(0..0), "", e.message().trim());
+            let span = e.span().unwrap_or(0..0);
+            if lines.insert(super::diagnostic::line_column(text, span.start).0) {
+                c.error(span, "", e.message().trim());
+            }
         }
         return (None, repaired);
     }
@@ -240,7 +280,18 @@ mod tests {
     fn every_syntax_error_is_reported_and_nothing_is_checked_further() {
         let (parsed, found) = problems("a = \nb = = 2\n[proxy\n");
         assert!(!parsed);
-        assert!(found.len() >= 2, "{found:?}");
+        let lines: Vec<&str> = found.iter().map(|f| f.split(':').next().unwrap_or("")).collect();
+        assert_eq!(lines, ["1", "2", "3"], "one report per line: {found:?}");
+    }
+
+    #[test]
+    fn a_missing_key_is_not_reported_again_when_it_was_removed_or_misspelled() {
+        let repaired = Repaired(vec!["tokens.a.ttl".into(), "tokens.b.key_typ".into()]);
+        assert!(repaired.covers_diagnostic("tokens.a", "missing `ttl` (how long each token is valid)"));
+        assert!(repaired.covers_diagnostic("tokens.b", "missing `key_type` (one of ...)"));
+        assert!(!repaired.covers_diagnostic("tokens.b", "missing `algorithm`"));
+        assert!(!repaired.covers_diagnostic("tokens.c", "missing `ttl`"));
+        assert!(looks_like("key_typ", "key_type") && looks_like("tll", "ttl") && !looks_like("kid", "ttl"));
     }
 
     #[test]

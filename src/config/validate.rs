@@ -96,7 +96,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
     if let Some(tls) = &tls {
         watched_files.extend([tls.ca_cert.clone(), tls.ca_key.clone()]);
     }
-    c.forget_after(structural, |d| repaired.covers(&d.key_path));
+    c.forget_after(structural, |d| repaired.covers_diagnostic(&d.key_path, &d.message));
     c.finish()?;
     Ok(Config { source: path.to_path_buf(), proxy, admin, tls, echo, tokens, routes, listeners, watched_files })
 }
