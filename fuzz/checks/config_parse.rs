@@ -1,4 +1,4 @@
-// Shared by fuzz/fuzz_targets/config_parse.rs and tests/security/fuzz_replay.rs (via
+// Shared by fuzz/fuzz_targets/config_parse.rs and tests/e2e/security/fuzz_replay.rs (via
 // `include!`), so the checked-in corpus is replayed on stable by `cargo test`.
 //
 // `Config::from_text` on arbitrary text never panics, and its errors render (line/column

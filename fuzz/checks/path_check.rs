@@ -1,4 +1,4 @@
-// Shared by fuzz/fuzz_targets/path_check.rs and tests/security/fuzz_replay.rs (via
+// Shared by fuzz/fuzz_targets/path_check.rs and tests/e2e/security/fuzz_replay.rs (via
 // `include!`), so the checked-in corpus is replayed on stable by `cargo test`.
 //
 // The routed-path check (`token_sidecar::proxy::path`):

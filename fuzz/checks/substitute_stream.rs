@@ -1,4 +1,4 @@
-// Shared by fuzz/fuzz_targets/substitute_stream.rs and tests/security/fuzz_replay.rs (via
+// Shared by fuzz/fuzz_targets/substitute_stream.rs and tests/e2e/security/fuzz_replay.rs (via
 // `include!`), so the checked-in corpus is replayed on stable by `cargo test`.
 //
 // The body scanner, fed the same input whole and in chunks:

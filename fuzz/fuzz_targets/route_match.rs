@@ -1,6 +1,6 @@
 #![no_main]
 
-// The checks live in fuzz/checks/route_match.rs so tests/security/fuzz_replay.rs can replay the
+// The checks live in fuzz/checks/route_match.rs so tests/e2e/security/fuzz_replay.rs can replay the
 // checked-in corpus with the same code on stable.
 include!("../checks/route_match.rs");
 
