@@ -128,7 +128,7 @@ impl Snapshot {
         };
         let interceptor = match (&config.tls, previous.and_then(|p| p.interceptor.as_ref())) {
             (None, _) => None,
-            (Some(tls), Some(old)) if old.same_settings(tls) => Some(Arc::clone(old)),
+            (Some(tls), Some(old)) if old.is_current(tls) => Some(Arc::clone(old)),
             (Some(tls), _) => Some(Arc::new(Interceptor::load(tls)?)),
         };
         let files_digest = crate::reload::digest_files(&config.watched_files);

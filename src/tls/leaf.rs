@@ -23,6 +23,9 @@ pub struct Interceptor {
     /// One key for every leaf: generating a key per host would cost more than the signature.
     leaf_key: KeyPair,
     settings: TlsSettings,
+    /// Digest of the CA files as loaded: a rotated CA (same paths, new bytes) is a new
+    /// interceptor on reload, not a restart.
+    files_digest: [u8; 32],
     cache: Mutex<HashMap<String, (Arc<ServerConfig>, Instant)>>,
 }
 
@@ -34,15 +37,19 @@ impl std::fmt::Debug for Interceptor {
 
 impl Interceptor {
     pub fn load(settings: &TlsSettings) -> Result<Interceptor, CaError> {
+        // Taken before reading: a rotation during the read is seen by the next reload.
+        let files_digest = crate::reload::digest_files(&[settings.ca_cert.clone(), settings.ca_key.clone()]);
         let ca = load_ca(settings)?;
         let leaf_key =
             KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Generate(e.to_string()))?;
-        Ok(Interceptor { ca, leaf_key, settings: settings.clone(), cache: Mutex::new(HashMap::new()) })
+        Ok(Interceptor { ca, leaf_key, settings: settings.clone(), files_digest, cache: Mutex::new(HashMap::new()) })
     }
 
-    /// Whether this interceptor was built from the same settings (so a reload can keep it).
-    pub fn same_settings(&self, settings: &TlsSettings) -> bool {
+    /// Whether this interceptor was built from the same settings and CA bytes (so a reload
+    /// can keep it, with its leaf cache).
+    pub fn is_current(&self, settings: &TlsSettings) -> bool {
         &self.settings == settings
+            && self.files_digest == crate::reload::digest_files(&[settings.ca_cert.clone(), settings.ca_key.clone()])
     }
 
     /// The CA certificate clients must trust, in PEM.
@@ -102,5 +109,38 @@ impl Interceptor {
             .map_err(|e| CaError::Generate(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &std::path::Path) -> TlsSettings {
+        TlsSettings {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            leaf_cache_size: 10,
+            generate_if_missing: false,
+        }
+    }
+
+    /// A CA rotated in place (same paths, new bytes) must not be kept by a reload.
+    #[test]
+    fn a_rotated_ca_is_not_current() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path());
+        crate::tls::generate_ca_files(&settings.ca_cert, &settings.ca_key).expect("first CA");
+        let first = Interceptor::load(&settings).expect("load");
+        assert!(first.is_current(&settings));
+        let other = TlsSettings { leaf_cache_size: 11, ..settings.clone() };
+        assert!(!first.is_current(&other), "changed settings");
+
+        std::fs::remove_file(&settings.ca_cert).expect("remove cert");
+        std::fs::remove_file(&settings.ca_key).expect("remove key");
+        crate::tls::generate_ca_files(&settings.ca_cert, &settings.ca_key).expect("second CA");
+        assert!(!first.is_current(&settings), "same paths, new CA");
+        let second = Interceptor::load(&settings).expect("load");
+        assert_ne!(first.ca_pem(), second.ca_pem());
     }
 }
