@@ -219,12 +219,7 @@ pub fn run_blocking(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = if config.proxy.worker_threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(config.proxy.worker_threads).enable_all().build()
-    };
-    let runtime = match runtime {
+    let runtime = match build_runtime(config.proxy.worker_threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -245,4 +240,27 @@ pub fn run_blocking(path: &Path) -> ExitCode {
         sidecar.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// A current-thread runtime for `worker_threads <= 1`, else a multi-threaded one with that many
+/// workers. Tokio gives worker and blocking-pool threads the same name; building the runtime
+/// starts its workers and nothing else, so threads started during `build` are named
+/// `sidecar-worker` and every later one (the blocking pool) `sidecar-blocking`, as `ps -L` and
+/// /proc/PID/task/*/comm show them.
+fn build_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if worker_threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread().thread_name("sidecar-blocking").enable_all().build();
+    }
+    let building = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let during_build = Arc::clone(&building);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .thread_name_fn(move || {
+            let worker = during_build.load(std::sync::atomic::Ordering::SeqCst);
+            if worker { "sidecar-worker" } else { "sidecar-blocking" }.to_string()
+        })
+        .enable_all()
+        .build();
+    building.store(false, std::sync::atomic::Ordering::SeqCst);
+    runtime
 }
