@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::client::{get, Client};
 use crate::support::config::ConfigDir;
 use crate::support::metrics::{scrape, Metrics, Sample};
-use crate::support::sidecar::start_file;
+use crate::support::sidecar::{start_file, Running};
 use crate::support::upstream::Upstream;
 use crate::support::wait::wait_until;
 
@@ -97,14 +97,54 @@ tokens = ["metrics_api"]
     let count_before = before.count("proxy_request_duration_seconds_count", &route);
     assert_eq!(count - count_before, requests as f64);
 
-    // The connection gauge goes back down when the client leaves.
     drop(client);
-    let settled = wait_until(Duration::from_secs(5), async || {
-        scrape(admin).await.value("proxy_open_connections", &[]).is_some_and(|v| v >= 0.0)
-    })
-    .await;
-    assert!(settled, "proxy_open_connections went negative");
     sidecar.shutdown().await;
+}
+
+/// `proxy_open_connections` counts the client connections open now, exactly. The real binary,
+/// so that no other test's connections share the gauge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_gauge_is_exact() {
+    let upstream = Upstream::start().await;
+    let running = Running::start(&format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[routes]]
+name = "gauge"
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+"#,
+        port = upstream.port()
+    ))
+    .await;
+    let admin = running.admin();
+    // Scrapes go to the admin listener, which the gauge does not count.
+    let gauge = async || scrape(admin).await.value("proxy_open_connections", &[]).expect("proxy_open_connections");
+    assert_eq!(gauge().await, 0.0, "no client has connected yet");
+
+    // Keep-alive connections, each held open after one request.
+    let mut clients = Vec::new();
+    for n in 1..=3 {
+        let mut client = Client::new(running.proxy());
+        client.get(&upstream.url("/held"), &[]).await.expect("request through the proxy").assert_upstream_ok();
+        clients.push(client);
+        let counted = wait_until(Duration::from_secs(5), async || gauge().await == f64::from(n)).await;
+        assert!(counted, "proxy_open_connections is {}, expected {n} open connections", gauge().await);
+    }
+
+    // One closes, then the rest.
+    drop(clients.pop());
+    let one_less = wait_until(Duration::from_secs(5), async || gauge().await == 2.0).await;
+    assert!(one_less, "proxy_open_connections is {} after one of 3 connections closed", gauge().await);
+    drop(clients);
+    let back = wait_until(Duration::from_secs(5), async || gauge().await == 0.0).await;
+    assert!(back, "proxy_open_connections is {} after every connection closed", gauge().await);
 }
 
 fn le(s: &Sample) -> f64 {

@@ -172,6 +172,20 @@ impl SidecarProcess {
             .collect()
     }
 
+    /// How many log lines so far contain `text`.
+    pub fn count_log(&self, text: &str) -> usize {
+        self.log().iter().filter(|l| l.contains(text)).count()
+    }
+
+    /// Sends SIGHUP and waits until the sidecar logs it. Signals and file events are handled
+    /// one at a time, so once a SIGHUP is logged, every reload started before it has finished.
+    pub async fn hup(&self) {
+        let before = self.count_log("SIGHUP: reloading");
+        self.signal("HUP").await;
+        let seen = wait_until(Duration::from_secs(5), async || self.count_log("SIGHUP: reloading") > before).await;
+        assert!(seen, "SIGHUP was not logged; log:\n{}", self.log_text());
+    }
+
     /// Sends a signal with the `kill` command (`kill -HUP PID`), off the async runtime.
     pub async fn signal(&self, name: &str) {
         let mut kill = command("kill");
