@@ -181,3 +181,75 @@ fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// Set in the child process that does the measuring.
+    const CHILD: &str = "TOKEN_SIDECAR_UPKEEP_CHILD";
+    const TEST: &str = "admin::tests::upkeep_drains_histogram_samples";
+    /// Samples recorded between two upkeep ticks, and how many ticks. Each sample the exporter
+    /// holds costs about 16 bytes (value and timestamp), so undrained they would take ~64 MiB.
+    const BATCH: usize = 250_000;
+    const BATCHES: usize = 16;
+
+    fn rss_bytes() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS");
+        kib.trim().trim_end_matches("kB").trim().parse::<u64>().expect("VmRSS in kB") << 10
+    }
+
+    /// A running sidecar's upkeep timer drains recorded histogram samples, so memory stays
+    /// bounded when nobody scrapes `/metrics` (a scrape drains them too; none happens here). Measured
+    /// in a child process running only this test: the recorder is process-wide, and other tests
+    /// would otherwise record into it and move the resident size.
+    #[test]
+    fn upkeep_drains_histogram_samples() {
+        if std::env::var_os(CHILD).is_some() {
+            return measure();
+        }
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args([TEST, "--exact", "--test-threads=1", "--nocapture"])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the test binary");
+        let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && shown.contains("1 passed"), "the measuring child failed:\n{shown}");
+    }
+
+    fn measure() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        runtime.block_on(async {
+            // A running sidecar (no tokens, no routes) and its upkeep timer.
+            let text = "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+            let config = crate::config::Config::from_text(std::path::Path::new("upkeep.toml"), text).unwrap();
+            let sidecar = crate::server::Sidecar::start(config).await.expect("the sidecar starts");
+            let histogram = metrics::histogram!("proxy_request_duration_seconds", "route" => "upkeep-test");
+            let start = rss_bytes();
+            let mut peak = 0;
+            for _ in 0..BATCHES {
+                for i in 0..BATCH {
+                    histogram.record(i as f64 * 1e-7);
+                }
+                // The paused clock jumps to the next upkeep tick.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                peak = peak.max(rss_bytes().saturating_sub(start));
+            }
+            sidecar.shutdown().await;
+            let undrained = (BATCH * BATCHES * 16) as u64;
+            eprintln!(
+                "upkeep: resident size grew by at most {} KiB for {} KiB of samples",
+                peak >> 10,
+                undrained >> 10
+            );
+            assert!(
+                peak < undrained / 4,
+                "histogram samples pile up: +{} KiB after {} samples",
+                peak >> 10,
+                BATCH * BATCHES
+            );
+        });
+    }
+}

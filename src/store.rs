@@ -255,19 +255,23 @@ mod tests {
             minted: AtomicU32::new(0),
         });
         let cell = TokenCell::start("t", flaky.clone()).await.unwrap();
-        assert_eq!(&cell.current(SystemTime::now()).unwrap().value[..], b"t0");
+        let first = cell.current(SystemTime::now()).unwrap();
+        assert_eq!(&first.value[..], b"t0");
         // A refresh happens before the first token expires.
         assert!(wait_for(Duration::from_secs(5), || flaky.minted.load(Ordering::SeqCst) >= 2).await);
-        let good = cell.current(SystemTime::now()).unwrap();
-        assert!(good.expires_at > SystemTime::now());
+        assert!(SystemTime::now() < first.expires_at, "the second token was signed only after the first expired");
 
         // Signing breaks: the last good token is served until its exp, then nothing.
         flaky.failing.store(true, Ordering::SeqCst);
-        let last = cell.latest().unwrap();
         assert!(wait_for(Duration::from_secs(5), || cell.status().consecutive_failures >= 1).await);
-        assert!(cell
-            .current(SystemTime::now())
-            .is_none_or(|t| t.value == last.value || t.expires_at > SystemTime::now()));
+        // Nothing is signed while failing, so the newest token signed is the last good one: the
+        // failed refresh left it in the cell, served up to its exp and not after.
+        let last_good = format!("t{}", flaky.minted.load(Ordering::SeqCst) - 1);
+        let last = cell.latest().expect("a failed refresh emptied the cell");
+        assert_eq!(last.value, last_good.as_bytes(), "a failed refresh replaced the last good token");
+        let just_before_exp = last.expires_at - Duration::from_millis(1);
+        assert_eq!(cell.current(just_before_exp).map(|t| t.value.clone()), Some(last.value.clone()));
+        assert!(cell.current(last.expires_at).is_none(), "a token is not current at its exp");
         assert!(wait_for(Duration::from_secs(5), || cell.current(SystemTime::now()).is_none()).await);
         assert!(cell.status().last_error.unwrap().contains("injected"));
 
@@ -290,6 +294,77 @@ mod tests {
         let after_drop = flaky.minted.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(flaky.minted.load(Ordering::SeqCst) <= after_drop + 1);
+    }
+
+    /// Succeeds or fails as scripted (then fails), stamping each attempt with tokio's clock.
+    struct Scripted {
+        script: Mutex<std::collections::VecDeque<bool>>,
+        attempts: Mutex<Vec<tokio::time::Instant>>,
+        attempted: tokio::sync::mpsc::UnboundedSender<()>,
+    }
+
+    impl Mint for Scripted {
+        fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+            let mut attempts = self.attempts.lock().unwrap();
+            attempts.push(tokio::time::Instant::now());
+            let _ = self.attempted.send(());
+            if !self.script.lock().unwrap().pop_front().unwrap_or(false) {
+                return Err(MintError::Sign("scripted failure".into()));
+            }
+            // Already inside `refresh_before` of its expiry, so the next refresh is due at once
+            // (the wall clock does not move with tokio's paused clock); a distinct expiry each
+            // time, so the store's same-second guard does not wait.
+            let expires_at = now + Duration::from_secs(1) + Duration::from_nanos(attempts.len() as u64);
+            Ok(MintedToken { value: "scripted".into(), issued_at: now, expires_at })
+        }
+        fn refresh_before(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+    }
+
+    /// README: a failed refresh is retried with backoff, 1 s doubling to 60 s; a success
+    /// starts the schedule over. Tokio's paused clock runs the schedule without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn failed_refreshes_back_off_from_1s_doubling_to_60s() {
+        let (attempted, mut attempts) = tokio::sync::mpsc::unbounded_channel();
+        // The first signing (at start), nine failures, a success, then failures.
+        let script = [[true].as_slice(), &[false; 9], &[true], &[false; 3]].concat();
+        let total = script.len();
+        let minter = Arc::new(Scripted { script: Mutex::new(script.into()), attempts: Mutex::default(), attempted });
+        let cell = TokenCell::start("t", minter.clone()).await.unwrap();
+        for _ in 0..total {
+            attempts.recv().await.expect("an attempt");
+        }
+        drop(cell);
+        let at = minter.attempts.lock().unwrap().clone();
+        let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).take(total - 1).collect();
+        let expected: Vec<Duration> =
+            [0, 1, 2, 4, 8, 16, 32, 60, 60, 60, 0, 1, 2].into_iter().map(Duration::from_secs).collect();
+        assert_eq!(gaps, expected, "delays between signing attempts");
+    }
+
+    /// A JWT-shaped value, to look for in `Debug` output.
+    struct FixedJwt;
+
+    impl Mint for FixedJwt {
+        fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+            let value = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjZWxsLWRlYnVnIn0.c2lnbmF0dXJlLW9mLXRoZS1jZWxs";
+            Ok(MintedToken { value: value.into(), issued_at: now, expires_at: now + Duration::from_secs(60) })
+        }
+        fn refresh_before(&self) -> Duration {
+            Duration::from_secs(10)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cells_debug_shows_no_token() {
+        let cell = TokenCell::start("cell", Arc::new(FixedJwt)).await.unwrap();
+        let value = String::from_utf8(cell.latest().unwrap().value.to_vec()).unwrap();
+        for shown in [format!("{cell:?}"), format!("{cell:#?}"), format!("{:?}", cell.current(SystemTime::now()))] {
+            for part in value.split('.') {
+                assert!(!shown.contains(part), "Debug shows part of the token: {shown}");
+            }
+        }
     }
 
     #[tokio::test]

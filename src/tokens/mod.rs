@@ -389,3 +389,40 @@ fn strip_one_newline(bytes: &mut Vec<u8>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// `Debug` of a minted token, and of anything holding one, shows none of the token's three
+    /// parts: a `{:?}` in a log line or a panic message cannot leak it.
+    #[test]
+    fn debug_of_a_minted_token_is_redacted() {
+        let text = "[tokens.debug_api]\nalgorithm = \"HS256\"\nkey_type = \"Secret\"\n\
+                    key = \"a secret only for this test, long enough\"\nttl = \"10m\"\n";
+        let config = crate::config::Config::from_text(Path::new("debug-test.toml"), text).expect("valid config");
+        let minted = config.tokens["debug_api"].mint(SystemTime::now()).expect("signs");
+        let value = String::from_utf8(minted.value.to_vec()).expect("a JWT is ASCII");
+        let parts: Vec<&str> = value.split('.').collect();
+        assert_eq!(parts.len(), 3, "a JWS compact token: {value}");
+
+        #[derive(Debug)]
+        #[allow(dead_code)] // read only through Debug
+        struct Holder {
+            token: Arc<MintedToken>,
+            maybe: Option<MintedToken>,
+            all: Vec<MintedToken>,
+        }
+        let holder = Holder { token: Arc::new(minted.clone()), maybe: Some(minted.clone()), all: vec![minted.clone()] };
+        let shown = [format!("{minted:?}"), format!("{minted:#?}"), format!("{holder:?}"), format!("{holder:#?}")];
+        for text in &shown {
+            for part in &parts {
+                assert!(!text.contains(part), "Debug shows part of the token ({part}): {text}");
+            }
+        }
+        // Still useful: it says what it is and when it expires.
+        assert!(shown[0].starts_with("MintedToken") && shown[0].contains("expires_at"), "{}", shown[0]);
+    }
+}
