@@ -117,6 +117,9 @@ fn route(req: &Request<Incoming>, snapshot: &Snapshot) -> Response<Full<Bytes>> 
 /// Seconds until each token expires, computed at scrape time.
 fn update_expiry_gauges(snapshot: &Snapshot, now: SystemTime) {
     for (name, cell) in &snapshot.cells {
+        if snapshot.config.tokens.get(name).is_some_and(|def| !def.expires()) {
+            continue;
+        }
         let left = cell.latest().map_or(0.0, |t| match t.expires_at.duration_since(now) {
             Ok(d) => d.as_secs_f64(),
             Err(e) => -e.duration().as_secs_f64(),
@@ -145,7 +148,7 @@ pub fn tokens_status(snapshot: &Snapshot, now: SystemTime) -> serde_json::Value 
                 "algorithm": def.algorithm_name(),
                 "kid": def.kid(),
                 "issued_at": unix(latest.as_ref().map(|t| t.issued_at)),
-                "expires_at": unix(latest.as_ref().map(|t| t.expires_at)),
+                "expires_at": unix(latest.as_ref().filter(|_| def.expires()).map(|t| t.expires_at)),
                 "current": cell.is_some_and(|c| c.current(now).is_some()),
                 "last_refresh": unix(status.last_attempt),
                 "last_refresh_result": if status.last_attempt.is_none() { "none" } else if status.last_error.is_some() { "error" } else { "ok" },

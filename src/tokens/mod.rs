@@ -1,9 +1,9 @@
 //! Token definitions: what each `[tokens.NAME]` table mints, checked when the config loads.
 //!
-//! `kind` selects how a token is produced. Only `jwt` exists today; later kinds (an OAuth2
-//! token exchange with a JWT assertion, a static secret) add a variant to [`TokenKind`] and
-//! their own fields, and the store, routes and substitution stay as they are, because they
-//! only ever see a [`MintedToken`].
+//! `kind` selects how a token is produced: `jwt` signs one, `secret` serves a static value (an
+//! API key the agent must not hold). Later kinds (an OAuth2 token exchange) add a variant to
+//! [`TokenKind`] and their own fields, and the store, routes and substitution stay as they are,
+//! because they only ever see a [`MintedToken`].
 
 pub mod algorithm;
 pub mod jwt;
@@ -54,8 +54,26 @@ pub enum MintError {
 /// How a token is produced.
 #[derive(Debug, Clone)]
 pub enum TokenKind {
-    Jwt(JwtDefinition),
+    // Boxed: a definition holds a key and claims, a secret only bytes.
+    Jwt(Box<JwtDefinition>),
+    Secret(StaticSecret),
 }
+
+/// A static value from `key`, `key_file` or `key_env`. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct StaticSecret {
+    value: Bytes,
+}
+
+impl std::fmt::Debug for StaticSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticSecret").field("value", &"[redacted]").finish()
+    }
+}
+
+/// How long a static secret is "valid": it never expires, but the store and the 503 rules
+/// speak in expiry times, so it gets one no request will reach.
+const STATIC_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// One checked `[tokens.NAME]` entry.
 #[derive(Debug, Clone)]
@@ -86,8 +104,16 @@ impl TokenDefinition {
         let at = |field: &str| format!("{}.{field}", ctx.key_path);
 
         if let Some(kind) = &r.kind {
-            if kind.get_ref() != "jwt" {
-                c.error(kind.span(), at("kind"), format!("unknown token kind {:?} (expected \"jwt\")", kind.get_ref()));
+            match kind.get_ref().as_str() {
+                "jwt" => {}
+                "secret" => return build_secret(ctx, raw, c),
+                other => {
+                    c.error(
+                        kind.span(),
+                        at("kind"),
+                        format!("unknown token kind {other:?} (expected \"jwt\" or \"secret\")"),
+                    );
+                }
             }
         }
         let algorithm = match &r.algorithm {
@@ -206,7 +232,7 @@ impl TokenDefinition {
                 serde_json::Value::Object(claims.clone()).to_string().as_bytes(),
                 &material,
             ]),
-            kind: TokenKind::Jwt(JwtDefinition { algorithm: alg, key, header, claims, auto }),
+            kind: TokenKind::Jwt(Box::new(JwtDefinition { algorithm: alg, key, header, claims, auto })),
             ttl,
             refresh_before,
             key_file,
@@ -230,7 +256,15 @@ impl TokenDefinition {
                 let issued_at = UNIX_EPOCH + Duration::from_secs(iat);
                 Ok(MintedToken { value: Bytes::from(value), issued_at, expires_at: issued_at + ttl })
             }
+            TokenKind::Secret(secret) => {
+                Ok(MintedToken { value: secret.value.clone(), issued_at: now, expires_at: now + STATIC_LIFETIME })
+            }
         }
+    }
+
+    /// Whether the token expires at all (a static secret does not).
+    pub fn expires(&self) -> bool {
+        !matches!(self.kind, TokenKind::Secret(_))
     }
 
     /// The key file to watch for rotation, if the key comes from a file.
@@ -246,18 +280,22 @@ impl TokenDefinition {
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             TokenKind::Jwt(_) => "jwt",
+            TokenKind::Secret(_) => "secret",
         }
     }
 
-    pub fn algorithm_name(&self) -> &'static str {
+    /// The signing algorithm, for signed tokens.
+    pub fn algorithm_name(&self) -> Option<&'static str> {
         match &self.kind {
-            TokenKind::Jwt(jwt) => algorithm::algorithm_name(jwt.algorithm),
+            TokenKind::Jwt(jwt) => Some(algorithm::algorithm_name(jwt.algorithm)),
+            TokenKind::Secret(_) => None,
         }
     }
 
     pub fn kid(&self) -> Option<&str> {
         match &self.kind {
             TokenKind::Jwt(jwt) => jwt.header.kid.as_deref(),
+            TokenKind::Secret(_) => None,
         }
     }
 
@@ -265,8 +303,68 @@ impl TokenDefinition {
     pub fn public_jwk(&self) -> Option<jsonwebtoken::jwk::Jwk> {
         match &self.kind {
             TokenKind::Jwt(jwt) => jwt.public_jwk(),
+            TokenKind::Secret(_) => None,
         }
     }
+}
+
+/// `kind = "secret"`: the value from `key`, `key_file` (one trailing newline dropped; watched)
+/// or `key_env`, served as is. It is written into headers and URLs, so it must be printable.
+fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collector<'_>) -> Option<TokenDefinition> {
+    let before = c.len();
+    let r = raw.get_ref();
+    // Fields that only mean something for a signed token.
+    let signing_only: [(&str, Option<std::ops::Range<usize>>); 9] = [
+        ("algorithm", r.algorithm.as_ref().map(Spanned::span)),
+        ("key_type", r.key_type.as_ref().map(Spanned::span)),
+        ("ttl", r.ttl.as_ref().map(Spanned::span)),
+        ("refresh_before", r.refresh_before.as_ref().map(Spanned::span)),
+        ("kid", r.kid.as_ref().map(Spanned::span)),
+        ("typ", r.typ.as_ref().map(Spanned::span)),
+        ("auto_claims", r.auto_claims.as_ref().map(Spanned::span)),
+        ("claims", r.claims.values().next().map(|_| raw.span())),
+        ("header", r.header.values().next().map(|_| raw.span())),
+    ];
+    for (field, span) in signing_only {
+        if let Some(span) = span {
+            c.error(
+                span,
+                format!("{}.{field}", ctx.key_path),
+                "does not apply to kind = \"secret\" (a static value from key_env, key_file or key)",
+            );
+        }
+    }
+    let (material, key_file) = key_material(ctx, raw, c);
+    let material = material?;
+    if let Some(at) = material.iter().position(|&b| b < 0x20 || b == 0x7f) {
+        let field = if r.key.is_some() {
+            "key"
+        } else if r.key_file.is_some() {
+            "key_file"
+        } else {
+            "key_env"
+        };
+        let span = [&r.key, &r.key_file, &r.key_env].into_iter().flatten().next().map_or(raw.span(), Spanned::span);
+        c.error(
+            span,
+            format!("{}.{field}", ctx.key_path),
+            format!(
+                "the secret has a control character at byte {at}; it is written into headers and URLs as is, \
+                 so it must be printable (only one trailing newline of a key_file is dropped)"
+            ),
+        );
+    }
+    if c.len() != before {
+        return None;
+    }
+    Some(TokenDefinition {
+        name: ctx.name.to_string(),
+        fingerprint: fingerprint(&[b"secret", &material]),
+        kind: TokenKind::Secret(StaticSecret { value: Bytes::from(material) }),
+        ttl: STATIC_LIFETIME,
+        refresh_before: Duration::ZERO,
+        key_file,
+    })
 }
 
 fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
@@ -395,6 +493,42 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    fn secret_config(dir: &Path, token_table: &str) -> Result<crate::config::Config, crate::config::ConfigErrors> {
+        let path = dir.join("sidecar.toml");
+        crate::config::Config::from_text(&path, &format!("[tokens.api_key]\nkind = \"secret\"\n{token_table}"))
+    }
+
+    #[test]
+    fn a_secret_serves_its_file_without_the_newline_and_never_shows_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("api.key"), "sk_test_0123456789\n").expect("write");
+        let config = secret_config(dir.path(), "key_file = \"api.key\"\n").expect("valid");
+        let def = &config.tokens["api_key"];
+        assert_eq!(def.kind_name(), "secret");
+        assert!(!def.expires() && def.algorithm_name().is_none() && def.public_jwk().is_none());
+        assert_eq!(def.key_file(), Some(dir.path().join("api.key").as_path()));
+        let now = SystemTime::now();
+        let token = def.mint(now).expect("mint");
+        assert_eq!(&token.value[..], b"sk_test_0123456789");
+        assert!(token.expires_at > now + Duration::from_secs(50 * 365 * 24 * 3600), "never expires in practice");
+        let shown = format!("{def:?} {config:?}");
+        assert!(!shown.contains("sk_test"), "Debug shows the secret: {shown}");
+    }
+
+    #[test]
+    fn a_secret_refuses_signing_fields_and_unprintable_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let errors = secret_config(dir.path(), "key = \"abc\"\nttl = \"5m\"\nalgorithm = \"HS256\"\n")
+            .expect_err("signing fields");
+        let keys: Vec<&str> = errors.0.iter().map(|d| d.key_path.as_str()).collect();
+        assert_eq!(keys, ["tokens.api_key.ttl", "tokens.api_key.algorithm"], "{errors}");
+        let errors = secret_config(dir.path(), "key = \"a\\tb\"\n").expect_err("control character");
+        assert!(errors.0[0].message.contains("control character at byte 1"), "{errors}");
+        assert!(!errors.to_string().contains("a\tb"), "the value is not echoed: {errors}");
+        let errors = secret_config(dir.path(), "").expect_err("no value");
+        assert!(errors.0[0].message.contains("no key given"), "{errors}");
+    }
 
     /// `Debug` of a minted token, and of anything holding one, shows none of the token's three
     /// parts: a `{:?}` in a log line or a panic message cannot leak it.

@@ -13,5 +13,6 @@ mod restart_warning;
 mod secrets;
 mod shutdown;
 mod sighup;
+mod static_secrets;
 mod unchanged_after_new_files;
 mod worker_threads;
