@@ -89,6 +89,7 @@ pub struct RawToken {
     pub key_env: Option<Spanned<String>>,
     pub ttl: Option<Spanned<String>>,
     pub refresh_before: Option<Spanned<String>>,
+    pub iat_skew: Option<Spanned<String>>,
     pub kid: Option<Spanned<String>>,
     pub typ: Option<Spanned<String>>,
     pub auto_claims: Option<Spanned<Vec<Spanned<String>>>>,

@@ -63,6 +63,9 @@ pub struct JwtDefinition {
     /// The configured claims, already converted to JSON with their TOML types kept.
     pub claims: Map<String, Value>,
     pub auto: AutoClaims,
+    /// How far `iat` and `nbf` are back-dated, for servers whose clocks run behind (GitHub
+    /// recommends 60 s); `exp` is still counted from the real signing time.
+    pub iat_skew: Duration,
 }
 
 impl std::fmt::Debug for JwtDefinition {
@@ -79,11 +82,12 @@ impl JwtDefinition {
     /// Signs one token issued at `iat` (whole seconds since the epoch) and valid for `ttl`.
     pub fn sign(&self, iat: u64, ttl: Duration) -> Result<String, MintError> {
         let mut claims = self.claims.clone();
+        let back_dated = iat.saturating_sub(self.iat_skew.as_secs());
         if self.auto.iat {
-            claims.insert("iat".into(), iat.into());
+            claims.insert("iat".into(), back_dated.into());
         }
         if self.auto.nbf {
-            claims.insert("nbf".into(), iat.into());
+            claims.insert("nbf".into(), back_dated.into());
         }
         if self.auto.exp {
             claims.insert("exp".into(), (iat + ttl.as_secs()).into());
@@ -145,6 +149,15 @@ pub fn expand_env(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) ->
         _ => {}
     }
     Ok(())
+}
+
+/// Expands `${VAR}` in one string, as [`expand_env`] does in claims.
+pub fn expand_env_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    if s.contains('$') {
+        expand_str(s, lookup)
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {

@@ -20,7 +20,7 @@ use crate::config::raw::RawToken;
 use crate::config::values::parse_duration;
 use crate::config::Collector;
 use algorithm::{algorithm_names, compatible_key_types, key_type_names, parse_algorithm, KeyType};
-use jwt::{expand_env, toml_to_json, AutoClaims, JwtDefinition};
+use jwt::{expand_env, expand_env_str, toml_to_json, AutoClaims, JwtDefinition};
 
 /// A signed token and its validity window. Its `Debug` never shows the value.
 #[derive(Clone)]
@@ -199,6 +199,20 @@ impl TokenDefinition {
                 })
             }
         };
+        let iat_skew = match &r.iat_skew {
+            None => Duration::ZERO,
+            Some(t) => match parse_duration(t.get_ref()) {
+                Ok(d) if d < ttl || ttl.is_zero() => Duration::from_secs(d.as_secs()),
+                Ok(_) => {
+                    c.error(t.span(), at("iat_skew"), "must be shorter than ttl");
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    c.error(t.span(), at("iat_skew"), e);
+                    Duration::ZERO
+                }
+            },
+        };
         let claims = claims(ctx, r, auto, c);
         let header = algorithm.map(|alg| header(ctx, r, alg, c));
         let (material, key_file) = key_material(ctx, raw, c);
@@ -227,12 +241,12 @@ impl TokenDefinition {
         let def = TokenDefinition {
             name: ctx.name.to_string(),
             fingerprint: fingerprint(&[
-                format!("{alg:?} {kt:?} {ttl:?} {refresh_before:?} {auto:?}").as_bytes(),
+                format!("{alg:?} {kt:?} {ttl:?} {refresh_before:?} {auto:?} {iat_skew:?}").as_bytes(),
                 serde_json::to_string(&header).unwrap_or_default().as_bytes(),
                 serde_json::Value::Object(claims.clone()).to_string().as_bytes(),
                 &material,
             ]),
-            kind: TokenKind::Jwt(Box::new(JwtDefinition { algorithm: alg, key, header, claims, auto })),
+            kind: TokenKind::Jwt(Box::new(JwtDefinition { algorithm: alg, key, header, claims, auto, iat_skew })),
             ttl,
             refresh_before,
             key_file,
@@ -314,11 +328,12 @@ fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collect
     let before = c.len();
     let r = raw.get_ref();
     // Fields that only mean something for a signed token.
-    let signing_only: [(&str, Option<std::ops::Range<usize>>); 9] = [
+    let signing_only: [(&str, Option<std::ops::Range<usize>>); 10] = [
         ("algorithm", r.algorithm.as_ref().map(Spanned::span)),
         ("key_type", r.key_type.as_ref().map(Spanned::span)),
         ("ttl", r.ttl.as_ref().map(Spanned::span)),
         ("refresh_before", r.refresh_before.as_ref().map(Spanned::span)),
+        ("iat_skew", r.iat_skew.as_ref().map(Spanned::span)),
         ("kid", r.kid.as_ref().map(Spanned::span)),
         ("typ", r.typ.as_ref().map(Spanned::span)),
         ("auto_claims", r.auto_claims.as_ref().map(Spanned::span)),
@@ -408,7 +423,10 @@ fn claims(
 
 fn header(ctx: &BuildContext<'_>, r: &RawToken, alg: jsonwebtoken::Algorithm, c: &mut Collector<'_>) -> Header {
     let mut header = Header::new(alg);
-    header.kid = r.kid.as_ref().map(|k| k.get_ref().clone());
+    let lookup = |k: &str| std::env::var(k).ok();
+    header.kid = r.kid.as_ref().and_then(|k| {
+        expand_env_str(k.get_ref(), &lookup).map_err(|e| c.error(k.span(), format!("{}.kid", ctx.key_path), e)).ok()
+    });
     if let Some(typ) = &r.typ {
         header.typ = (!typ.get_ref().is_empty()).then(|| typ.get_ref().clone());
     }
@@ -418,7 +436,7 @@ fn header(ctx: &BuildContext<'_>, r: &RawToken, alg: jsonwebtoken::Algorithm, c:
             c.error(value.span(), &key, format!("set `{name}` with its own field on the token, not in [header]"));
             continue;
         }
-        match toml_to_json(value.get_ref()) {
+        match toml_to_json(value.get_ref()).and_then(|mut v| expand_env(&mut v, &lookup).map(|()| v)) {
             Ok(v) => header.extras.insert(name.clone(), v),
             Err(e) => c.error(value.span(), &key, e),
         }
@@ -528,6 +546,42 @@ mod tests {
         assert!(!errors.to_string().contains("a\tb"), "the value is not echoed: {errors}");
         let errors = secret_config(dir.path(), "").expect_err("no value");
         assert!(errors.0[0].message.contains("no key given"), "{errors}");
+    }
+
+    fn decoded(part: &str) -> serde_json::Value {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("base64url");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    /// GitHub's recipe: `iat` 60 s in the past, `exp` counted from the real signing time; and
+    /// `${VAR}` in `kid` and `[header]` values, as in claims.
+    #[test]
+    fn iat_skew_back_dates_iat_and_nbf_and_env_expands_in_the_header() {
+        std::env::set_var("TS_UNIT_KID_SUFFIX", "2026-11");
+        let text = "[tokens.gh]\nalgorithm = \"HS256\"\nkey_type = \"Secret\"\n\
+                    key = \"a secret only for this test, long enough\"\nttl = \"9m\"\niat_skew = \"60s\"\n\
+                    auto_claims = [\"iat\", \"exp\", \"nbf\"]\nkid = \"app-${TS_UNIT_KID_SUFFIX}\"\n\
+                    [tokens.gh.header]\nx5u = \"https://keys.example/${TS_UNIT_KID_SUFFIX}\"\n";
+        let config = crate::config::Config::from_text(Path::new("skew-test.toml"), text).expect("valid config");
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let minted = config.tokens["gh"].mint(now).expect("signs");
+        let value = String::from_utf8(minted.value.to_vec()).expect("ASCII");
+        let parts: Vec<&str> = value.split('.').collect();
+        let (header, claims) = (decoded(parts[0]), decoded(parts[1]));
+        assert_eq!(claims["iat"], 2_000_000_000u64 - 60);
+        assert_eq!(claims["nbf"], 2_000_000_000u64 - 60);
+        assert_eq!(claims["exp"], 2_000_000_000u64 + 540);
+        assert_eq!(minted.expires_at, now + Duration::from_secs(540), "the store expires it at its exp");
+        assert_eq!(header["kid"], "app-2026-11");
+        assert_eq!(header["x5u"], "https://keys.example/2026-11");
+
+        let bad = text.replace("iat_skew = \"60s\"", "iat_skew = \"10m\"");
+        let errors = crate::config::Config::from_text(Path::new("skew-test.toml"), &bad).expect_err("skew >= ttl");
+        assert_eq!(errors.0[0].key_path, "tokens.gh.iat_skew", "{errors}");
+        let unset = text.replace("TS_UNIT_KID_SUFFIX}\"\n[", "TS_UNIT_KID_UNSET}\"\n[");
+        let errors = crate::config::Config::from_text(Path::new("skew-test.toml"), &unset).expect_err("unset variable");
+        assert_eq!(errors.0[0].key_path, "tokens.gh.kid", "{errors}");
     }
 
     /// `Debug` of a minted token, and of anything holding one, shows none of the token's three
