@@ -39,6 +39,9 @@ pub enum KeyType {
     EcDer,
     /// An Ed25519 private key as base64 DER (PKCS#8).
     EdDer,
+    /// A Google service-account key file as downloaded (JSON): its `private_key` signs, its
+    /// `private_key_id` is the default `kid`, its `client_email` the default `iss` and `sub`.
+    GoogleServiceAccountJson,
 }
 
 /// The families of keys: each algorithm takes keys of exactly one family.
@@ -51,7 +54,7 @@ pub enum KeyFamily {
 }
 
 impl KeyType {
-    pub const ALL: [KeyType; 9] = [
+    pub const ALL: [KeyType; 10] = [
         KeyType::Secret,
         KeyType::Base64Secret,
         KeyType::UrlSafeBase64Secret,
@@ -61,6 +64,7 @@ impl KeyType {
         KeyType::RsaDer,
         KeyType::EcDer,
         KeyType::EdDer,
+        KeyType::GoogleServiceAccountJson,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +78,7 @@ impl KeyType {
             KeyType::RsaDer => "RsaDer",
             KeyType::EcDer => "EcDer",
             KeyType::EdDer => "EdDer",
+            KeyType::GoogleServiceAccountJson => "GoogleServiceAccountJson",
         }
     }
 
@@ -84,7 +89,7 @@ impl KeyType {
     pub fn family(self) -> KeyFamily {
         match self {
             KeyType::Secret | KeyType::Base64Secret | KeyType::UrlSafeBase64Secret => KeyFamily::Hmac,
-            KeyType::RsaPem | KeyType::RsaDer => KeyFamily::Rsa,
+            KeyType::RsaPem | KeyType::RsaDer | KeyType::GoogleServiceAccountJson => KeyFamily::Rsa,
             KeyType::EcPem | KeyType::EcDer => KeyFamily::Ec,
             KeyType::EdPem | KeyType::EdDer => KeyFamily::Ed,
         }

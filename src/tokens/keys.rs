@@ -43,6 +43,35 @@ pub enum KeyError {
     Malformed { expected: &'static str, reason: String },
 }
 
+/// The fields of a Google service-account key file the sidecar uses.
+#[derive(serde::Deserialize)]
+pub struct ServiceAccount {
+    private_key: String,
+    /// The default `kid`.
+    pub private_key_id: Option<String>,
+    /// The default `iss` and `sub`.
+    pub client_email: Option<String>,
+}
+
+impl ServiceAccount {
+    /// Reads a downloaded service-account JSON file. Errors never quote the file.
+    pub fn parse(material: &[u8]) -> Result<ServiceAccount, KeyError> {
+        serde_json::from_slice(material).map_err(|e| KeyError::Malformed {
+            expected: "a Google service-account JSON key file (with a \"private_key\" string)",
+            reason: format!("{} at line {} column {}", classify(&e), e.line(), e.column()),
+        })
+    }
+}
+
+fn classify(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "a field is missing or of the wrong type",
+        serde_json::error::Category::Eof => "the JSON ends early",
+    }
+}
+
 /// Parses key material of the given type for the given algorithm into a signing key.
 pub fn load_encoding_key(alg: Algorithm, key_type: KeyType, material: &[u8]) -> Result<EncodingKey, KeyError> {
     if material.iter().all(u8::is_ascii_whitespace) {
@@ -52,6 +81,11 @@ pub fn load_encoding_key(alg: Algorithm, key_type: KeyType, material: &[u8]) -> 
         KeyType::Secret => Ok(EncodingKey::from_secret(material)),
         KeyType::Base64Secret => secret(decode_base64(material, STANDARD_LENIENT, "base64")?),
         KeyType::UrlSafeBase64Secret => secret(decode_base64(material, URL_SAFE_LENIENT, "URL-safe base64")?),
+        KeyType::GoogleServiceAccountJson => {
+            let account = ServiceAccount::parse(material)?;
+            let der = pem_private_key(account.private_key.as_bytes(), KeyType::RsaPem)?;
+            from_der(alg, KeyType::RsaPem, &der)
+        }
         KeyType::RsaPem | KeyType::EcPem | KeyType::EdPem => {
             let der = pem_private_key(material, key_type)?;
             from_der(alg, key_type, &der)

@@ -213,9 +213,22 @@ impl TokenDefinition {
                 }
             },
         };
-        let claims = claims(ctx, r, auto, c);
-        let header = algorithm.map(|alg| header(ctx, r, alg, c));
+        let mut claims = claims(ctx, r, auto, c);
+        let mut header = algorithm.map(|alg| header(ctx, r, alg, c));
         let (material, key_file) = key_material(ctx, raw, c);
+        // A service-account file names the key and the account: defaults for kid, iss, sub.
+        if let (Some(KeyType::GoogleServiceAccountJson), Some(bytes)) = (key_type, &material) {
+            if let Ok(account) = keys::ServiceAccount::parse(bytes) {
+                if let Some(h) = header.as_mut().filter(|h| h.kid.is_none()) {
+                    h.kid = account.private_key_id.clone();
+                }
+                if let Some(email) = &account.client_email {
+                    for claim in ["iss", "sub"] {
+                        claims.entry(claim).or_insert_with(|| email.clone().into());
+                    }
+                }
+            }
+        }
 
         let (Some(alg), Some(kt), Some(material), Some(header)) = (algorithm, key_type, material, header) else {
             return None;
@@ -582,6 +595,56 @@ mod tests {
         let unset = text.replace("TS_UNIT_KID_SUFFIX}\"\n[", "TS_UNIT_KID_UNSET}\"\n[");
         let errors = crate::config::Config::from_text(Path::new("skew-test.toml"), &unset).expect_err("unset variable");
         assert_eq!(errors.0[0].key_path, "tokens.gh.kid", "{errors}");
+    }
+
+    /// A downloaded service-account file: its key signs (checked with the public half), and it
+    /// supplies `kid`, `iss` and `sub` unless the config sets them.
+    #[test]
+    fn a_google_service_account_file_signs_and_names_the_account() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let private_pem = std::fs::read_to_string(manifest.join("examples/keys/demo-rsa.key.pem")).expect("demo key");
+        let public_pem = std::fs::read(manifest.join("examples/keys/demo-rsa.pub.pem")).expect("demo public key");
+        let account = serde_json::json!({
+            "type": "service_account",
+            "project_id": "demo",
+            "private_key_id": "0123abcd",
+            "private_key": private_pem,
+            "client_email": "agent@demo.iam.gserviceaccount.com",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("sa.json"), account.to_string()).expect("write");
+        let config = |extra: &str| {
+            crate::config::Config::from_text(
+                &dir.path().join("sidecar.toml"),
+                &format!(
+                    "[tokens.google]\nalgorithm = \"RS256\"\nkey_type = \"GoogleServiceAccountJson\"\n\
+                     key_file = \"sa.json\"\nttl = \"1h\"\n{extra}[tokens.google.claims]\naud = \"https://pubsub.googleapis.com/\"\n"
+                ),
+            )
+        };
+        let defaults = config("").expect("valid");
+        let token = defaults.tokens["google"].mint(SystemTime::now()).expect("signs");
+        let token = std::str::from_utf8(&token.value).expect("ASCII");
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(&public_pem).expect("public key");
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&["https://pubsub.googleapis.com/"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).expect("verifies");
+        assert_eq!(data.header.kid.as_deref(), Some("0123abcd"));
+        assert_eq!(data.claims["iss"], "agent@demo.iam.gserviceaccount.com");
+        assert_eq!(data.claims["sub"], "agent@demo.iam.gserviceaccount.com");
+
+        let explicit = config("kid = \"mine\"\n").expect("valid");
+        let token = explicit.tokens["google"].mint(SystemTime::now()).expect("signs");
+        let header = decoded(std::str::from_utf8(&token.value).expect("ASCII").split('.').next().expect("header"));
+        assert_eq!(header["kid"], "mine", "the config's kid wins");
+
+        std::fs::write(dir.path().join("sa.json"), "{\"private_key_id\": \"x\", \"note\": \"SECRETBITS\"}")
+            .expect("write");
+        let errors = config("").expect_err("no private_key");
+        assert_eq!(errors.0[0].key_path, "tokens.google.key_file", "{errors}");
+        assert!(errors.to_string().contains("service-account JSON"), "{errors}");
+        assert!(!errors.to_string().contains("SECRETBITS"), "the file is not quoted: {errors}");
     }
 
     /// `Debug` of a minted token, and of anything holding one, shows none of the token's three

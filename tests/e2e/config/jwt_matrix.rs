@@ -46,6 +46,7 @@ enum Form {
     Ec384Pkcs8Der,
     EdPem,
     EdDer,
+    GoogleServiceAccount,
 }
 
 impl Form {
@@ -60,13 +61,18 @@ impl Form {
             Form::Ec256Sec1Der | Form::Ec256Pkcs8Der | Form::Ec384Sec1Der | Form::Ec384Pkcs8Der => "EcDer",
             Form::EdPem => "EdPem",
             Form::EdDer => "EdDer",
+            Form::GoogleServiceAccount => "GoogleServiceAccountJson",
         }
     }
 
     fn pair(self, k: &Keys) -> Option<&KeyForms> {
         match self {
             Form::PlainSecret | Form::Base64Secret | Form::UrlSafeBase64Secret => None,
-            Form::RsaPkcs1Pem | Form::RsaPkcs8Pem | Form::RsaPkcs1Der | Form::RsaPkcs8Der => Some(&k.rsa),
+            Form::RsaPkcs1Pem
+            | Form::RsaPkcs8Pem
+            | Form::RsaPkcs1Der
+            | Form::RsaPkcs8Der
+            | Form::GoogleServiceAccount => Some(&k.rsa),
             Form::Ec256Sec1Pem | Form::Ec256Pkcs8Pem | Form::Ec256Sec1Der | Form::Ec256Pkcs8Der => Some(&k.ec256),
             Form::Ec384Sec1Pem | Form::Ec384Pkcs8Pem | Form::Ec384Sec1Der | Form::Ec384Pkcs8Der => Some(&k.ec384),
             Form::EdPem | Form::EdDer => Some(&k.ed),
@@ -93,6 +99,14 @@ impl Form {
             Form::RsaPkcs8Der | Form::Ec256Pkcs8Der | Form::Ec384Pkcs8Der | Form::EdDer => {
                 self.pair(k).expect("pair").pkcs8_der_b64.clone()
             }
+            // As Google's console downloads it: the PKCS#8 PEM inside JSON.
+            Form::GoogleServiceAccount => serde_json::json!({
+                "type": "service_account",
+                "private_key_id": "matrix-key-id",
+                "private_key": k.rsa.pkcs8_pem,
+                "client_email": "matrix@example.iam.gserviceaccount.com",
+            })
+            .to_string(),
         }
     }
 
@@ -237,6 +251,12 @@ matrix! {
     ps512_pkcs8_pem_env: "PS512", RsaPkcs8Pem, Env;
     ps512_pkcs1_der_file: "PS512", RsaPkcs1Der, File;
     ps512_pkcs8_der_inline: "PS512", RsaPkcs8Der, Inline;
+    rs256_google_json_file: "RS256", GoogleServiceAccount, File;
+    rs384_google_json_env: "RS384", GoogleServiceAccount, Env;
+    rs512_google_json_inline: "RS512", GoogleServiceAccount, Inline;
+    ps256_google_json_file: "PS256", GoogleServiceAccount, AbsFile;
+    ps384_google_json_env: "PS384", GoogleServiceAccount, Env;
+    ps512_google_json_file: "PS512", GoogleServiceAccount, File;
 
     es256_sec1_pem_file: "ES256", Ec256Sec1Pem, File;
     es256_pkcs8_pem_env: "ES256", Ec256Pkcs8Pem, Env;
