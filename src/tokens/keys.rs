@@ -185,6 +185,9 @@ fn rsa(der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
             return Some(Err(KeyError::RsaTooSmall { bits }));
         }
     }
+    // A PKCS#8 key labelled rsassaPss (what `openssl genpkey -algorithm RSA-PSS` writes, as in
+    // NetSuite's recipe) holds an ordinary RSA key; its PKCS#1 body signs like any other.
+    let der = pss_pkcs1_body(der).unwrap_or(der);
     let (pair, pkcs1) = match RsaKeyPair::from_der(der) {
         Ok(pair) => (pair, true),
         Err(_) => (RsaKeyPair::from_pkcs8(der).ok()?, false),
@@ -248,6 +251,21 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         (rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), &rest[n..])
     };
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The PKCS#1 body of a PKCS#8 key whose algorithm is rsassaPss (OID 1.2.840.113549.1.1.10).
+/// Its parameters, if any, restrict the hash; the configured PS* algorithm decides instead.
+fn pss_pkcs1_body(der: &[u8]) -> Option<&[u8]> {
+    const RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+    let (0x30, body, _) = der_element(der)? else { return None };
+    let (0x02, _version, rest) = der_element(body)? else { return None };
+    let (0x30, algorithm, rest) = der_element(rest)? else { return None };
+    let (0x06, oid, _) = der_element(algorithm)? else { return None };
+    if oid != RSASSA_PSS {
+        return None;
+    }
+    let (0x04, pkcs1, _) = der_element(rest)? else { return None };
+    Some(pkcs1)
 }
 
 /// The modulus size of an RSA private key in PKCS#1 or PKCS#8 DER, if it is one.

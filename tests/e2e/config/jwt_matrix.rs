@@ -684,3 +684,53 @@ fn base64_der_may_be_wrapped_like_base64_output() {
     mint_and_verify_file("ES256", "EcDer", &wrap(&k.ec256.pkcs8_der_b64, 64), &k.ec256.public_pem);
     mint_and_verify_file("EdDSA", "EdDer", &wrap(&k.ed.pkcs8_der_b64, 20), &k.ed.public_pem);
 }
+
+#[test]
+fn rsa_pss_labelled_pkcs8_signs_and_openssl_verifies() {
+    // NetSuite's recipe makes the key with `openssl genpkey -algorithm RSA-PSS`: PKCS#8 whose
+    // algorithm is rsassaPss rather than rsaEncryption. openssl itself checks the signature.
+    let dir = ConfigDir::empty();
+    let key = openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA-PSS",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-pkeyopt",
+            "rsa_pss_keygen_md:sha256",
+            "-pkeyopt",
+            "rsa_pss_keygen_mgf1_md:sha256",
+        ],
+        b"",
+    );
+    let key_path = dir.write("pss.pem", &key);
+    let public = openssl(&["pkey", "-pubout", "-in", key_path.to_str().expect("utf-8 path")], b"");
+    let public_path = dir.write("pss.pub", &public);
+    let config =
+        dir.config("[tokens.t]\nalgorithm = \"PS256\"\nkey_type = \"RsaPem\"\nkey_file = \"pss.pem\"\nttl = \"1m\"\n");
+    let token = mint(&config, "t");
+    let (signing_input, signature) = token.rsplit_once('.').expect("three parts");
+    use base64::Engine;
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+    let signature_path = dir.write("sig", &signature);
+    let message_path = dir.write("msg", signing_input);
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
+    let verified = openssl(
+        &[
+            "dgst",
+            "-sha256",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:32",
+            "-verify",
+            &path(&public_path),
+            "-signature",
+            &path(&signature_path),
+            &path(&message_path),
+        ],
+        b"",
+    );
+    assert_eq!(String::from_utf8_lossy(&verified).trim(), "Verified OK");
+}
