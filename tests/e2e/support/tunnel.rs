@@ -3,6 +3,7 @@
 //! the upstream's for blind ones), then HTTP/1.1 ([`RawConn`]) or h2 inside.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -36,7 +37,16 @@ pub async fn tls_over<S>(stream: S, roots_pem: &str, sni: &str, alpn: &[&[u8]]) 
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let connector = tokio_rustls::TlsConnector::from(client_config(roots_pem, alpn));
+    tls_with(stream, client_config(roots_pem, alpn), sni).await
+}
+
+/// A TLS client handshake over `stream` with SNI `sni` and the client config `config` (such as
+/// [`super::ca::insecure_client_config`]), within [`DEADLINE`].
+pub async fn tls_with<S>(stream: S, config: Arc<rustls::ClientConfig>, sni: &str) -> std::io::Result<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from(sni.to_string()).map_err(std::io::Error::other)?;
     tokio::time::timeout(DEADLINE, connector.connect(name, stream))
         .await

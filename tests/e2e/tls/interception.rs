@@ -11,13 +11,13 @@ use token_sidecar::tls::Interceptor;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::support::ca::TestCa;
+use crate::support::ca::{insecure_client_config, TestCa};
 use crate::support::client::{curl, python, run_command};
 use crate::support::config::{config, rs256_token, ConfigDir, UPSTREAM_CA_FILE};
 use crate::support::jwt::verify_demo;
 use crate::support::raw::{get_bytes, RawConn};
 use crate::support::sidecar::{binary, start_config};
-use crate::support::tunnel::{open_tunnel, tls_over};
+use crate::support::tunnel::{open_tunnel, tls_over, tls_with};
 use crate::support::upstream::Upstream;
 
 #[derive(Default)]
@@ -274,7 +274,7 @@ async fn a_client_that_does_not_trust_the_ca_fails_and_others_are_still_served()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_and_sni_must_name_the_tunnel_host() {
+async fn host_header_must_name_the_tunnel_host() {
     let world = World::new().await;
     let ca = world.sidecar_ca_pem();
     let target = format!("localhost:{}", world.upstream.port());
@@ -285,9 +285,37 @@ async fn host_and_sni_must_name_the_tunnel_host() {
     assert_eq!(status, 421, "{body}");
     assert!(body.contains("misdirected_request"));
     assert!(world.upstream.last().is_none());
-    // SNI naming another host: the handshake is refused.
-    let tunnel = open_tunnel(world.sidecar.proxy_addr, &target).await.unwrap();
-    assert!(tls_client(tunnel, &ca, "other.cache.test").await.is_err());
+}
+
+/// Invariant 6 in TLS: the name the client asks TLS for must be the CONNECT host. The client
+/// here accepts any certificate, so a refused handshake can only be the sidecar's doing (a
+/// verifying client would reject the `localhost` certificate for `other.cache.test` itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_naming_another_host_is_refused_by_the_sidecar() {
+    let world = World::new().await;
+    let target = format!("localhost:{}", world.upstream.port());
+    let insecure = insecure_client_config(&[b"http/1.1"]);
+    // Control: the same client, naming the tunnel's host, completes the handshake.
+    let tunnel = open_tunnel(world.sidecar.proxy_addr, &target).await.expect("tunnel opens");
+    let control = tls_with(tunnel, Arc::clone(&insecure), "localhost").await;
+    assert!(control.is_ok(), "the certificate-blind client cannot complete a handshake at all: {control:?}");
+    drop(control);
+
+    // `other.cache.test` is routed too (`*.cache.test`), but it is not this tunnel's host.
+    let tunnel = open_tunnel(world.sidecar.proxy_addr, &target).await.expect("tunnel opens");
+    match tls_with(tunnel, insecure, "other.cache.test").await {
+        Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "the sidecar neither refused nor answered: {e}"),
+        Ok(mut tls) => {
+            // Show what the sidecar would have served on it.
+            let request = get_bytes("/", "localhost", &[("authorization", "Bearer {/auth_token}")]);
+            let answer = RawConn::new(&mut tls).request(&request).await;
+            panic!(
+                "the sidecar completed a TLS handshake for SNI other.cache.test in a tunnel to {target}: {answer:?}"
+            );
+        }
+    }
+    assert_eq!(world.upstream.count(), 0, "a request reached the upstream: {:?}", world.upstream.requests());
+    assert_eq!(world.upstream.bytes(), 0, "bytes reached the upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
