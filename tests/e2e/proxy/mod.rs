@@ -3,12 +3,15 @@
 //! Each module covers one thing a user relies on.
 
 mod binding;
+mod check_cli;
 mod clients;
 mod compressed;
+mod connect_timeout;
 mod demo;
 mod forwarding;
 mod h2c;
 mod large_body;
+mod malformed;
 mod refresh;
 mod reverse;
 mod signing;

@@ -1,14 +1,20 @@
 //! Tokens are re-signed ahead of expiry while requests keep flowing; every request carries a
-//! current token, the same one in its header and its body.
+//! current token, and one request carries one token: every placeholder of a token in it
+//! (target, headers, body) gets the value loaded when the request started, even when a refresh
+//! lands while its body is still streaming.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::support::client::post;
+use bytes::Bytes;
+use http::Request;
+
+use crate::support::client::{channel_body, post, send, Client};
 use crate::support::config::{config, route, rs256_token};
 use crate::support::jwt::verify_demo_at;
 use crate::support::sidecar::start;
 use crate::support::upstream::Upstream;
+use crate::support::wait::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_always_carry_a_current_consistent_token() {
@@ -56,5 +62,74 @@ async fn concurrent_requests_always_carry_a_current_consistent_token() {
         distinct.insert(header_token);
     }
     assert!(distinct.len() >= 3, "only {} distinct tokens in 4 s with ttl 2s: no refresh happened", distinct.len());
+    sidecar.shutdown().await;
+}
+
+/// A request whose body is still streaming when its token is refreshed: the placeholder in the
+/// part of the body sent after the refresh gets the same token as the target, the header and
+/// the part sent before, not the new one that requests started after the refresh get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_during_a_streamed_body_does_not_change_the_requests_token() {
+    let upstream = Upstream::start().await;
+    // Requests to the probe upstream show the token a request starting now gets.
+    let probe = Upstream::builder().echo().start().await;
+    // Re-signed about 2 s after each signing; each token stays valid for 10 s, so the first
+    // one is still good when the body ends after the refresh.
+    let token = format!("{}refresh_before = \"8s\"\n", rs256_token("A", "10s"));
+    let toml = config(
+        "max_buffered_body = \"64KiB\"",
+        &format!("{token}{}{}", route(upstream.port(), &["A"], ""), route(probe.port(), &["A"], "")),
+    );
+    let sidecar = start(&toml).await;
+    let proxy = sidecar.proxy_addr;
+
+    let (tx, body) = channel_body(4);
+    let request = Request::post(upstream.url("/stream?t={/A}"))
+        .header("authorization", "Bearer {/A}")
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    let reply = tokio::spawn(send(proxy, request));
+    // More than max_buffered_body: streamed, so the head and this part reach the upstream now.
+    let padding = "x".repeat(70 << 10);
+    tx.send(Bytes::from(format!("{{\"before\":\"{{/A}}\",\"padding\":\"{padding}\","))).await.expect("first part");
+    // Target, header and the first body placeholder have arrived.
+    let mut first = Vec::new();
+    let streamed = wait_until(Duration::from_secs(10), async || {
+        first = upstream.last().map(|r| r.jwts()).unwrap_or_default();
+        first.len() >= 3
+    })
+    .await;
+    assert!(streamed, "the head and the first part of the body did not reach the upstream: {first:?}");
+    let loaded = upstream.single().token().to_string();
+
+    // Wait, with the body still open, until a new request gets a refreshed token.
+    let mut probes = Client::new(proxy);
+    let mut now_served = String::new();
+    let refreshed = wait_until(Duration::from_secs(10), async || {
+        let reply = probes.get(&probe.url("/probe"), &[("authorization", "Bearer {/A}")]).await.expect("probe");
+        let echoed = reply.headers.get("x-echo-authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        now_served = echoed.strip_prefix("Bearer ").unwrap_or_default().to_string();
+        !now_served.is_empty() && now_served != loaded
+    })
+    .await;
+    assert!(refreshed, "token A was not refreshed within 10 s (still {now_served:?})");
+
+    tx.send(Bytes::from_static(b"\"after\":\"{/A}\"}")).await.expect("second part");
+    drop(tx);
+    reply.await.expect("request task").assert_upstream_ok();
+
+    let seen = upstream.single();
+    let tokens = seen.jwts();
+    let places: Vec<&str> = vec!["target", "header", "body before the refresh", "body after the refresh"];
+    assert_eq!(tokens.len(), places.len(), "expected a token in each place: {tokens:?}");
+    for ((token, at), place) in tokens.iter().zip(&places) {
+        assert_eq!(token, &loaded, "the {place} carries another token than the request started with");
+        assert_ne!(token, &now_served);
+        verify_demo_at(token, *at);
+    }
+    assert_eq!(seen.uri, format!("/stream?t={loaded}"));
+    let body: serde_json::Value = serde_json::from_slice(&seen.body()).expect("JSON body");
+    assert_eq!(body["after"], loaded.as_str());
     sidecar.shutdown().await;
 }
