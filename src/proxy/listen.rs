@@ -213,7 +213,7 @@ pub(super) struct Activity {
     /// Wakes the watchdog when a request starts or ends.
     changed: tokio::sync::Notify,
     /// Every response that finished has been flushed to the client since.
-    pub(super) flushed: AtomicBool,
+    flushed: AtomicBool,
     /// The connection was handed to a tunnel or protocol upgrade: its bytes are not HTTP/1.1
     /// messages of ours any more.
     upgraded: AtomicBool,
@@ -230,6 +230,11 @@ impl Activity {
             flushed: AtomicBool::new(true),
             upgraded: AtomicBool::new(false),
         })
+    }
+
+    /// The connection's IO completed a flush: nothing of a finished response waits any more.
+    pub(super) fn flushed(&self) {
+        self.flushed.store(true, Ordering::Release);
     }
 
     /// No response of ours is being written or waits in a buffer, and the connection still

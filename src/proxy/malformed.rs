@@ -12,7 +12,6 @@
 
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -161,7 +160,7 @@ impl<I: hyper::rt::Write> hyper::rt::Write for Malformed<I> {
         ready!(self.as_mut().poll_pending(cx))?;
         let this = self.project();
         ready!(this.inner.poll_flush(cx))?;
-        this.activity.flushed.store(true, Ordering::Release);
+        this.activity.flushed();
         Poll::Ready(Ok(()))
     }
 

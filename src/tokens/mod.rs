@@ -176,20 +176,7 @@ impl TokenDefinition {
                 }
             },
         };
-        let refresh_before = match &r.refresh_before {
-            None => ttl / 5,
-            Some(t) => match parse_duration(t.get_ref()) {
-                Ok(d) if d < ttl => d,
-                Ok(_) => {
-                    c.error(t.span(), at("refresh_before"), "must be shorter than ttl");
-                    ttl / 5
-                }
-                Err(e) => {
-                    c.error(t.span(), at("refresh_before"), e);
-                    ttl / 5
-                }
-            },
-        };
+        let refresh_before = shorter_than_ttl(&r.refresh_before, ttl, &at("refresh_before"), c).unwrap_or(ttl / 5);
         let auto = match &r.auto_claims {
             None => AutoClaims::default(),
             Some(list) => {
@@ -199,20 +186,10 @@ impl TokenDefinition {
                 })
             }
         };
-        let iat_skew = match &r.iat_skew {
-            None => Duration::ZERO,
-            Some(t) => match parse_duration(t.get_ref()) {
-                Ok(d) if d < ttl || ttl.is_zero() => Duration::from_secs(d.as_secs()),
-                Ok(_) => {
-                    c.error(t.span(), at("iat_skew"), "must be shorter than ttl");
-                    Duration::ZERO
-                }
-                Err(e) => {
-                    c.error(t.span(), at("iat_skew"), e);
-                    Duration::ZERO
-                }
-            },
-        };
+        // A ttl that is itself wrong is reported there; the skew adds no second error for it.
+        let skew_bound = if ttl.is_zero() { Duration::MAX } else { ttl };
+        let iat_skew = shorter_than_ttl(&r.iat_skew, skew_bound, &at("iat_skew"), c)
+            .map_or(Duration::ZERO, |d| Duration::from_secs(d.as_secs()));
         let mut claims = claims(ctx, r, auto, c);
         let mut header = algorithm.map(|alg| header(ctx, r, alg, c));
         let (material, key_file) = key_material(ctx, raw, c);
@@ -236,14 +213,7 @@ impl TokenDefinition {
         if c.len() != before {
             return None;
         }
-        let key_span = [&r.key, &r.key_file, &r.key_env].into_iter().flatten().next().map_or(raw.span(), Spanned::span);
-        let key_field = if r.key.is_some() {
-            "key"
-        } else if r.key_file.is_some() {
-            "key_file"
-        } else {
-            "key_env"
-        };
+        let (key_field, key_span) = key_source(raw);
         let key = match keys::load_encoding_key(alg, kt, &material) {
             Ok(k) => k,
             Err(e) => {
@@ -365,14 +335,7 @@ fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collect
     let (material, key_file) = key_material(ctx, raw, c);
     let material = material?;
     if let Some(at) = material.iter().position(|&b| b < 0x20 || b == 0x7f) {
-        let field = if r.key.is_some() {
-            "key"
-        } else if r.key_file.is_some() {
-            "key_file"
-        } else {
-            "key_env"
-        };
-        let span = [&r.key, &r.key_file, &r.key_env].into_iter().flatten().next().map_or(raw.span(), Spanned::span);
+        let (field, span) = key_source(raw);
         c.error(
             span,
             format!("{}.{field}", ctx.key_path),
@@ -455,6 +418,37 @@ fn header(ctx: &BuildContext<'_>, r: &RawToken, alg: jsonwebtoken::Algorithm, c:
         }
     }
     header
+}
+
+/// A duration that must be shorter than `ttl` (`refresh_before`, `iat_skew`); `None` when
+/// absent or wrong (the problem is recorded).
+fn shorter_than_ttl(
+    value: &Option<Spanned<String>>,
+    ttl: Duration,
+    key: &str,
+    c: &mut Collector<'_>,
+) -> Option<Duration> {
+    let t = value.as_ref()?;
+    match parse_duration(t.get_ref()) {
+        Ok(d) if d < ttl => Some(d),
+        Ok(_) => {
+            c.error(t.span(), key, "must be shorter than ttl");
+            None
+        }
+        Err(e) => {
+            c.error(t.span(), key, e);
+            None
+        }
+    }
+}
+
+/// Which of `key`, `key_file`, `key_env` holds the key material, and where, for errors.
+fn key_source(raw: &Spanned<RawToken>) -> (&'static str, std::ops::Range<usize>) {
+    let r = raw.get_ref();
+    [("key", &r.key), ("key_file", &r.key_file), ("key_env", &r.key_env)]
+        .into_iter()
+        .find_map(|(field, value)| value.as_ref().map(|v| (field, v.span())))
+        .unwrap_or(("key_env", raw.span()))
 }
 
 /// Reads the key bytes from exactly one of `key`, `key_file`, `key_env`.
