@@ -5,6 +5,8 @@
 //! A failed refresh keeps the last good token until its own `exp`; after that the cell
 //! reports it as unavailable and requests needing it get 503 instead of a stale token.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -13,20 +15,42 @@ use tokio::task::AbortHandle;
 
 use crate::tokens::{MintError, MintedToken, TokenDefinition};
 
-/// Something that can produce tokens: a configured token definition, or a test double.
+/// What [`Mint::mint`] returns: signing runs on the blocking pool, an exchange on the runtime.
+pub type MintFuture = Pin<Box<dyn Future<Output = Result<MintedToken, MintError>> + Send>>;
+
+/// Something that can produce tokens: a configured token definition, an exchange at a token
+/// endpoint, or a test double.
 pub trait Mint: Send + Sync + 'static {
-    /// Signs a fresh token valid from `now`. Called on the blocking pool.
-    fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError>;
-    /// How long before expiry to mint the next token.
-    fn refresh_before(&self) -> Duration;
+    /// Produces a fresh token valid from `now`. Never called on the request path.
+    fn mint(self: Arc<Self>, now: SystemTime) -> MintFuture;
+    /// How long before `token`'s expiry to produce the next one.
+    fn refresh_before(&self, token: &MintedToken) -> Duration;
+    /// Whether a failure to produce the first token fails the start (or reload). A signing
+    /// failure is a configuration problem; a token endpoint that is down is not, and the
+    /// sidecar starts without that token, retrying with backoff.
+    fn required_at_start(&self) -> bool {
+        true
+    }
+    /// Whether an upstream's 401 to a request carrying this token means it should be
+    /// renewed: true for exchanged tokens, which the issuer may revoke early.
+    fn renews_on_rejection(&self) -> bool {
+        false
+    }
+    /// Hands an exchange the upstream client of a new snapshot that keeps this token's cell,
+    /// so a reloaded CA bundle or timeout applies to the next exchange.
+    fn use_upstream(&self, _upstream: &Arc<crate::proxy::upstream::Upstream>) {}
 }
 
 impl Mint for TokenDefinition {
-    fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
-        TokenDefinition::mint(self, now)
+    fn mint(self: Arc<Self>, now: SystemTime) -> MintFuture {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || TokenDefinition::mint(&self, now))
+                .await
+                .unwrap_or(Err(MintError::Aborted))
+        })
     }
 
-    fn refresh_before(&self) -> Duration {
+    fn refresh_before(&self, _token: &MintedToken) -> Duration {
         self.refresh_before
     }
 }
@@ -47,6 +71,9 @@ pub struct TokenCell {
     current: ArcSwapOption<MintedToken>,
     status: Mutex<RefreshStatus>,
     refresher: Mutex<Option<AbortHandle>>,
+    /// Held while a token is being produced, so the background refresher, an admin refresh
+    /// and any number of 401s cause one exchange at a time, never a burst.
+    producing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for TokenCell {
@@ -68,8 +95,12 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 impl TokenCell {
-    /// Mints the first token (so the cell is ready before any request) and starts the
+    /// Produces the first token (so the cell is ready before any request) and starts the
     /// refresher on the current tokio runtime. The refresher stops when the cell is dropped.
+    ///
+    /// If the first attempt fails, the start fails when the minter requires its first token
+    /// ([`Mint::required_at_start`]); otherwise the cell starts empty and the refresher
+    /// retries with backoff.
     pub async fn start(name: &str, minter: Arc<dyn Mint>) -> Result<Arc<TokenCell>, MintError> {
         let cell = Arc::new(TokenCell {
             name: Arc::from(name),
@@ -77,9 +108,18 @@ impl TokenCell {
             current: ArcSwapOption::empty(),
             status: Mutex::new(RefreshStatus::default()),
             refresher: Mutex::new(None),
+            producing: tokio::sync::Mutex::new(()),
         });
-        cell.refresh_once().await?;
-        let task = tokio::spawn(refresh_loop(Arc::downgrade(&cell)));
+        let first = {
+            let _producing = cell.producing.lock().await;
+            cell.refresh_once().await
+        };
+        if let Err(e) = &first {
+            if cell.minter.required_at_start() {
+                return Err(e.clone());
+            }
+        }
+        let task = tokio::spawn(refresh_loop(Arc::downgrade(&cell), first.is_err()));
         if let Ok(mut slot) = cell.refresher.lock() {
             *slot = Some(task.abort_handle());
         }
@@ -104,11 +144,38 @@ impl TokenCell {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Signs one token on the blocking pool and stores it, recording the outcome.
+    /// Whether an upstream's 401 to this token is a reason to renew it.
+    pub fn renews_on_rejection(&self) -> bool {
+        self.minter.renews_on_rejection()
+    }
+
+    pub(crate) fn use_upstream(&self, upstream: &Arc<crate::proxy::upstream::Upstream>) {
+        self.minter.use_upstream(upstream);
+    }
+
+    /// Produces a new token now (the admin's forced refresh), waiting for one in progress.
+    pub async fn refresh_now(&self) -> Result<Arc<MintedToken>, MintError> {
+        let _producing = self.producing.lock().await;
+        self.refresh_once().await?;
+        self.latest().ok_or(MintError::Aborted)
+    }
+
+    /// Renews a token an upstream rejected. `rejected` is the value the request carried: if
+    /// another caller already replaced it (or is replacing it), that newer token is used, so
+    /// fifty requests rejected together cause one exchange.
+    pub async fn renew_rejected(&self, rejected: &Arc<MintedToken>) -> Result<Arc<MintedToken>, MintError> {
+        let _producing = self.producing.lock().await;
+        if let Some(newer) = self.current(SystemTime::now()).filter(|t| !Arc::ptr_eq(t, rejected)) {
+            return Ok(newer);
+        }
+        self.refresh_once().await?;
+        self.latest().ok_or(MintError::Aborted)
+    }
+
+    /// Produces one token and stores it, recording the outcome. Callers hold `producing`.
     async fn refresh_once(&self) -> Result<(), MintError> {
-        let minter = Arc::clone(&self.minter);
         let now = SystemTime::now();
-        let result = tokio::task::spawn_blocking(move || minter.mint(now)).await.unwrap_or(Err(MintError::Aborted));
+        let result = Arc::clone(&self.minter).mint(now).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(_) => "error",
@@ -141,14 +208,18 @@ impl TokenCell {
         let Some(token) = self.current.load_full() else {
             return Duration::ZERO;
         };
-        let lead = self.minter.refresh_before();
+        let lead = self.minter.refresh_before(&token);
         let jitter = lead.mul_f64(rand::random::<f64>() * 0.1);
         token.expires_at.checked_sub(lead + jitter).and_then(|at| at.duration_since(now).ok()).unwrap_or_default()
     }
 }
 
-async fn refresh_loop(cell: Weak<TokenCell>) {
+async fn refresh_loop(cell: Weak<TokenCell>, start_failed: bool) {
     let mut backoff = BACKOFF_START;
+    if start_failed {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_CAP);
+    }
     loop {
         let delay = match cell.upgrade() {
             Some(c) => c.next_refresh_delay(SystemTime::now()),
@@ -158,7 +229,13 @@ async fn refresh_loop(cell: Weak<TokenCell>) {
         loop {
             let Some(c) = cell.upgrade() else { return };
             let before = c.latest().map(|t| t.expires_at);
-            if c.refresh_once().await.is_ok() {
+            let refreshed = {
+                let _producing = c.producing.lock().await;
+                // A forced or 401-driven refresh may have renewed it while this one waited.
+                let renewed = c.latest().map(|t| t.expires_at) != before && before.is_some();
+                renewed || c.refresh_once().await.is_ok()
+            };
+            if refreshed {
                 backoff = BACKOFF_START;
                 // JWT times are whole seconds: signing again within the same second gives the
                 // same expiry, so a refresh_before close to the ttl would re-sign in a loop.
@@ -187,6 +264,21 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+    /// A test double that answers at once, like a signer would.
+    trait SyncMint: Send + Sync + 'static {
+        fn sign(&self, now: SystemTime) -> Result<MintedToken, MintError>;
+        fn lead(&self) -> Duration;
+    }
+
+    impl<T: SyncMint> Mint for T {
+        fn mint(self: Arc<Self>, now: SystemTime) -> MintFuture {
+            Box::pin(std::future::ready(self.sign(now)))
+        }
+        fn refresh_before(&self, _token: &MintedToken) -> Duration {
+            self.lead()
+        }
+    }
+
     /// Mints numbered tokens with a short ttl; can be told to fail.
     struct Flaky {
         ttl: Duration,
@@ -194,15 +286,20 @@ mod tests {
         minted: AtomicU32,
     }
 
-    impl Mint for Flaky {
-        fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+    impl SyncMint for Flaky {
+        fn sign(&self, now: SystemTime) -> Result<MintedToken, MintError> {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(MintError::Sign("injected".into()));
             }
             let n = self.minted.fetch_add(1, Ordering::SeqCst);
-            Ok(MintedToken { value: format!("t{n}").into(), issued_at: now, expires_at: now + self.ttl })
+            Ok(MintedToken {
+                exposed: Vec::new(),
+                value: format!("t{n}").into(),
+                issued_at: now,
+                expires_at: now + self.ttl,
+            })
         }
-        fn refresh_before(&self) -> Duration {
+        fn lead(&self) -> Duration {
             self.ttl / 2
         }
     }
@@ -212,14 +309,19 @@ mod tests {
         minted: AtomicU32,
     }
 
-    impl Mint for WholeSeconds {
-        fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+    impl SyncMint for WholeSeconds {
+        fn sign(&self, now: SystemTime) -> Result<MintedToken, MintError> {
             self.minted.fetch_add(1, Ordering::SeqCst);
             let secs = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let issued_at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-            Ok(MintedToken { value: "t".into(), issued_at, expires_at: issued_at + Duration::from_secs(2) })
+            Ok(MintedToken {
+                exposed: Vec::new(),
+                value: "t".into(),
+                issued_at,
+                expires_at: issued_at + Duration::from_secs(2),
+            })
         }
-        fn refresh_before(&self) -> Duration {
+        fn lead(&self) -> Duration {
             Duration::from_millis(1500)
         }
     }
@@ -303,8 +405,8 @@ mod tests {
         attempted: tokio::sync::mpsc::UnboundedSender<()>,
     }
 
-    impl Mint for Scripted {
-        fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+    impl SyncMint for Scripted {
+        fn sign(&self, now: SystemTime) -> Result<MintedToken, MintError> {
             let mut attempts = self.attempts.lock().unwrap();
             attempts.push(tokio::time::Instant::now());
             let _ = self.attempted.send(());
@@ -315,9 +417,9 @@ mod tests {
             // (the wall clock does not move with tokio's paused clock); a distinct expiry each
             // time, so the store's same-second guard does not wait.
             let expires_at = now + Duration::from_secs(1) + Duration::from_nanos(attempts.len() as u64);
-            Ok(MintedToken { value: "scripted".into(), issued_at: now, expires_at })
+            Ok(MintedToken { exposed: Vec::new(), value: "scripted".into(), issued_at: now, expires_at })
         }
-        fn refresh_before(&self) -> Duration {
+        fn lead(&self) -> Duration {
             Duration::from_secs(3600)
         }
     }
@@ -346,12 +448,17 @@ mod tests {
     /// A JWT-shaped value, to look for in `Debug` output.
     struct FixedJwt;
 
-    impl Mint for FixedJwt {
-        fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+    impl SyncMint for FixedJwt {
+        fn sign(&self, now: SystemTime) -> Result<MintedToken, MintError> {
             let value = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjZWxsLWRlYnVnIn0.c2lnbmF0dXJlLW9mLXRoZS1jZWxs";
-            Ok(MintedToken { value: value.into(), issued_at: now, expires_at: now + Duration::from_secs(60) })
+            Ok(MintedToken {
+                exposed: Vec::new(),
+                value: value.into(),
+                issued_at: now,
+                expires_at: now + Duration::from_secs(60),
+            })
         }
-        fn refresh_before(&self) -> Duration {
+        fn lead(&self) -> Duration {
             Duration::from_secs(10)
         }
     }

@@ -28,6 +28,9 @@ pub struct MintedToken {
     pub value: Bytes,
     pub issued_at: SystemTime,
     pub expires_at: SystemTime,
+    /// Extra fields of a token endpoint's answer (`[tokens.NAME.expose]`), written as
+    /// `{/NAME.field}` under the same route binding as the token.
+    pub exposed: Vec<(Box<str>, Bytes)>,
 }
 
 impl std::fmt::Debug for MintedToken {
@@ -251,11 +254,19 @@ impl TokenDefinition {
                 let ttl = Duration::from_secs(self.ttl.as_secs());
                 let value = jwt.sign(iat, ttl)?;
                 let issued_at = UNIX_EPOCH + Duration::from_secs(iat);
-                Ok(MintedToken { value: Bytes::from(value), issued_at, expires_at: issued_at + ttl })
+                Ok(MintedToken {
+                    exposed: Vec::new(),
+                    value: Bytes::from(value),
+                    issued_at,
+                    expires_at: issued_at + ttl,
+                })
             }
-            TokenKind::Secret(secret) => {
-                Ok(MintedToken { value: secret.value.clone(), issued_at: now, expires_at: now + STATIC_LIFETIME })
-            }
+            TokenKind::Secret(secret) => Ok(MintedToken {
+                exposed: Vec::new(),
+                value: secret.value.clone(),
+                issued_at: now,
+                expires_at: now + STATIC_LIFETIME,
+            }),
         }
     }
 

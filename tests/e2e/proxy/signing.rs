@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::StatusCode;
-use token_sidecar::store::Mint;
+use token_sidecar::store::{Mint, MintFuture};
 use token_sidecar::tokens::{MintError, MintedToken};
 
 use crate::support::client::{get, Reply};
@@ -45,7 +45,17 @@ impl SwitchableMint {
 }
 
 impl Mint for SwitchableMint {
-    fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+    fn mint(self: Arc<Self>, now: SystemTime) -> MintFuture {
+        Box::pin(std::future::ready(self.sign(now)))
+    }
+
+    fn refresh_before(&self, _token: &MintedToken) -> Duration {
+        Duration::from_millis(500)
+    }
+}
+
+impl SwitchableMint {
+    fn sign(&self, now: SystemTime) -> Result<MintedToken, MintError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(MintError::Sign("injected test failure".into()));
         }
@@ -55,11 +65,12 @@ impl Mint for SwitchableMint {
         let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         let value = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| MintError::Sign(e.to_string()))?;
         self.minted.lock().unwrap().push(value.clone());
-        Ok(MintedToken { value: Bytes::from(value), issued_at: now, expires_at: UNIX_EPOCH + Duration::from_secs(exp) })
-    }
-
-    fn refresh_before(&self) -> Duration {
-        Duration::from_millis(500)
+        Ok(MintedToken {
+            value: Bytes::from(value),
+            issued_at: now,
+            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+            exposed: Vec::new(),
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use token_sidecar::config::Config;
 use token_sidecar::server::Sidecar;
-use token_sidecar::store::Mint;
+use token_sidecar::store::{Mint, MintFuture};
 use token_sidecar::tokens::{MintError, MintedToken, TokenDefinition};
 
 use super::ca::TestCa;
@@ -379,15 +379,16 @@ impl FailAfterFirst {
 }
 
 impl Mint for FailAfterFirst {
-    fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
-        if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+    fn mint(self: Arc<Self>, now: SystemTime) -> MintFuture {
+        let result = if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
             self.inner.mint(now)
         } else {
             Err(MintError::Sign("injected test failure".into()))
-        }
+        };
+        Box::pin(std::future::ready(result))
     }
 
-    fn refresh_before(&self) -> Duration {
-        Mint::refresh_before(&self.inner)
+    fn refresh_before(&self, _token: &MintedToken) -> Duration {
+        self.inner.refresh_before
     }
 }
