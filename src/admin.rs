@@ -81,17 +81,28 @@ pub async fn serve(listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, mut shu
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&req, &state.load_full())) }
+                async move { Ok::<_, Infallible>(route(&req, state.load_full()).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
-fn route(req: &Request<Incoming>, snapshot: &Snapshot) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+async fn route(req: &Request<Incoming>, snapshot: Arc<Snapshot>) -> Response<Full<Bytes>> {
+    if let Some(name) = req.uri().path().strip_prefix("/tokens/").and_then(|p| p.strip_suffix("/refresh")) {
+        if req.method() != Method::POST {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n");
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        return refresh(&snapshot, name).await;
     }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let snapshot = &*snapshot;
     let now = SystemTime::now();
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
@@ -111,6 +122,32 @@ fn route(req: &Request<Incoming>, snapshot: &Snapshot) -> Response<Full<Bytes>> 
         "/tokens" => json(&tokens_status(snapshot, now)),
         "/.well-known/jwks.json" => json(&jwks(snapshot)),
         _ => text(StatusCode::NOT_FOUND, "not found; try /healthz /readyz /metrics /tokens /.well-known/jwks.json\n"),
+    }
+}
+
+/// `POST /tokens/NAME/refresh`: produce a new value now (after revoking a token at the
+/// provider, or to check a changed client secret), waiting for a refresh already under way.
+async fn refresh(snapshot: &Snapshot, name: &str) -> Response<Full<Bytes>> {
+    let Some(cell) = snapshot.cells.get(name) else {
+        let mut r = json(&serde_json::json!({
+            "error": "unknown_token",
+            "message": format!("no token named {name:?}; GET /tokens lists them"),
+        }));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    };
+    let expires = snapshot.config.tokens.get(name).is_some_and(|d| d.expires());
+    match cell.refresh_now().await {
+        Ok(token) => json(&serde_json::json!({
+            "token": name,
+            "result": "ok",
+            "expires_at": unix(Some(token.expires_at).filter(|_| expires)),
+        })),
+        Err(e) => {
+            let mut r = json(&serde_json::json!({ "error": "refresh_failed", "message": e.to_string() }));
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            r
+        }
     }
 }
 
@@ -154,6 +191,7 @@ pub fn tokens_status(snapshot: &Snapshot, now: SystemTime) -> serde_json::Value 
                 "last_refresh_result": if status.last_attempt.is_none() { "none" } else if status.last_error.is_some() { "error" } else { "ok" },
                 "last_error": status.last_error,
                 "consecutive_failures": status.consecutive_failures,
+                "token_url_host": def.exchange().and_then(|e| e.token_url.host()),
             })
         })
         .collect();

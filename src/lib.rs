@@ -3,7 +3,8 @@
 //!
 //! The request path: [`proxy`] takes a [`snapshot`] of the running state, matches one of
 //! the [`routes`], fills placeholders ([`substitute`]) with tokens from the [`store`], and
-//! sends the request upstream. [`tokens`] defines what is minted, [`config`] reads
+//! sends the request upstream. [`tokens`] defines what is minted ([`exchange`] fetches
+//! tokens from token endpoints), [`config`] reads
 //! `sidecar.toml`, [`reload`] swaps in new configs, [`tls`] intercepts CONNECT tunnels, and
 //! [`admin`] reports on all of it.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod echo;
 pub mod error;
+pub mod exchange;
 pub mod files;
 pub mod keygen;
 pub mod logging;

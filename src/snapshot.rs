@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::{Config, RouteDefinition};
+use crate::exchange::Exchanger;
 use crate::proxy::upstream::Upstream;
 use crate::routes::RouteTable;
 use crate::store::{Mint, TokenCell};
@@ -85,38 +86,6 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         minters: &HashMap<String, Arc<dyn Mint>>,
     ) -> Result<Snapshot, BuildError> {
-        let mut cells = HashMap::new();
-        let mut starting = tokio::task::JoinSet::new();
-        for (name, def) in &config.tokens {
-            let reusable = previous.and_then(|p| {
-                let cell = p.cells.get(name)?;
-                let old = p.config.tokens.get(name)?;
-                (old.same_definition(def) && !minters.contains_key(name)).then(|| Arc::clone(cell))
-            });
-            match reusable {
-                Some(cell) => {
-                    cells.insert(name.clone(), cell);
-                }
-                None => {
-                    let minter: Arc<dyn Mint> =
-                        minters.get(name).cloned().unwrap_or_else(|| Arc::new(def.clone()) as Arc<dyn Mint>);
-                    let name = name.clone();
-                    starting.spawn(async move {
-                        let cell = TokenCell::start(&name, minter).await;
-                        (name, cell)
-                    });
-                }
-            }
-        }
-        // Every new token signs in parallel on the blocking pool.
-        while let Some(joined) = starting.join_next().await {
-            let (name, cell) = joined.map_err(|e| BuildError::Upstream(format!("token start-up task failed: {e}")))?;
-            let cell = cell.map_err(|source| BuildError::Mint { name: name.clone(), source })?;
-            cells.insert(name, cell);
-        }
-
-        let routes = RouteTable::new(config.routes.iter().enumerate().map(|(i, r)| r.spec(i)).collect())?;
-        let compiled = config.routes.iter().map(|r| compile_route(r, &cells)).collect();
         let upstream = match previous {
             Some(p)
                 if p.config.proxy.same_upstream_settings(&config.proxy)
@@ -126,6 +95,63 @@ impl Snapshot {
             }
             _ => Arc::new(Upstream::new(&config.proxy).map_err(BuildError::Upstream)?),
         };
+        let reusable = |name: &String| {
+            let p = previous?;
+            let cell = p.cells.get(name)?;
+            let old = p.config.tokens.get(name)?;
+            (old.same_definition(config.tokens.get(name)?) && !minters.contains_key(name)).then(|| Arc::clone(cell))
+        };
+        let mut cells = HashMap::new();
+        // Signed and static tokens first, all in parallel; then exchanged tokens, level by
+        // level, each after the exchanged tokens it uses.
+        let mut levels: Vec<Vec<&String>> =
+            vec![config.tokens.keys().filter(|n| config.tokens[*n].exchange().is_none()).collect()];
+        let mut level_of: HashMap<&str, usize> = HashMap::new();
+        let order = crate::config::dependencies::exchange_order(&config.tokens);
+        for name in &order {
+            let deps = crate::config::dependencies::direct_dependencies(&config.tokens[name], &config.tokens);
+            let level = 1 + deps.iter().filter_map(|d| level_of.get(d.as_str())).max().copied().unwrap_or(0);
+            level_of.insert(name, level);
+            if levels.len() <= level {
+                levels.resize_with(level + 1, Vec::new);
+            }
+            if let Some((key, _)) = config.tokens.get_key_value(name) {
+                levels[level].push(key);
+            }
+        }
+        for level in levels {
+            let mut starting = tokio::task::JoinSet::new();
+            for name in level {
+                if let Some(cell) = reusable(name) {
+                    cell.use_upstream(&upstream);
+                    cells.insert(name.clone(), cell);
+                    continue;
+                }
+                let def = &config.tokens[name];
+                let minter: Arc<dyn Mint> = match minters.get(name) {
+                    Some(m) => Arc::clone(m),
+                    None => match Exchanger::new(def, Arc::clone(&upstream), &config.tokens, &cells) {
+                        Some(exchanger) => Arc::new(exchanger),
+                        None => Arc::new(def.clone()),
+                    },
+                };
+                let name = name.clone();
+                starting.spawn(async move {
+                    let cell = TokenCell::start(&name, minter).await;
+                    (name, cell)
+                });
+            }
+            // Every token of a level starts in parallel (signing on the blocking pool).
+            while let Some(joined) = starting.join_next().await {
+                let (name, cell) =
+                    joined.map_err(|e| BuildError::Upstream(format!("token start-up task failed: {e}")))?;
+                let cell = cell.map_err(|source| BuildError::Mint { name: name.clone(), source })?;
+                cells.insert(name, cell);
+            }
+        }
+
+        let routes = RouteTable::new(config.routes.iter().enumerate().map(|(i, r)| r.spec(i)).collect())?;
+        let compiled = config.routes.iter().map(|r| compile_route(r, &cells)).collect();
         let interceptor = match (&config.tls, previous.and_then(|p| p.interceptor.as_ref())) {
             (None, _) => None,
             (Some(tls), Some(old)) if old.is_current(tls) => Some(Arc::clone(old)),
@@ -230,21 +256,37 @@ impl Resolve for RequestTokens {
         let Some(route) = self.snapshot.compiled.get(self.route) else {
             return Resolution::Unknown;
         };
-        if let Some(i) = route.bindings.iter().position(|(n, _, _)| &**n == name) {
+        // `{/NAME.field}`: a field the token endpoint gave with NAME, under NAME's binding.
+        let (binding, field) = match route.bindings.iter().position(|(n, _, _)| &**n == name) {
+            Some(i) => (Some(i), None),
+            None => match name.rsplit_once('.') {
+                Some((token, field)) => (route.bindings.iter().position(|(n, _, _)| &**n == token), Some(field)),
+                None => (None, None),
+            },
+        };
+        if let Some(i) = binding {
             return match self.values.get(i).cloned().flatten() {
                 // Checked at every write: a body that streams past the token's expiry gets
                 // an error, never the expired token.
                 Some(token) if token.expires_at > SystemTime::now() => {
+                    let value = match field {
+                        None => token.value.clone(),
+                        Some(field) => match token.exposed.iter().find(|(f, _)| &**f == field) {
+                            Some((_, v)) => v.clone(),
+                            None => return Resolution::Unknown,
+                        },
+                    };
                     route.bindings[i].2.increment(1);
                     if let Some(used) = self.used.get(i) {
                         used.store(true, Ordering::Relaxed);
                     }
-                    Resolution::Value(token.value.clone())
+                    Resolution::Value(value)
                 }
                 _ => Resolution::Unavailable,
             };
         }
-        if self.snapshot.cells.contains_key(name) {
+        let token = name.rsplit_once('.').filter(|_| !self.snapshot.cells.contains_key(name)).map_or(name, |(t, _)| t);
+        if self.snapshot.cells.contains_key(token) {
             Resolution::Forbidden
         } else {
             Resolution::Unknown

@@ -4,6 +4,7 @@
 //! A [`Config`] is immutable once built. A reload builds a whole new one and swaps it in, so
 //! a request never sees half of an old file and half of a new one.
 
+pub mod dependencies;
 mod diagnostic;
 pub mod raw;
 mod structure;
@@ -168,6 +169,9 @@ pub struct RouteDefinition {
     /// Replace the values of tokens injected into a request by their placeholder text in the
     /// response, so an upstream that reflects a request cannot hand the agent a live token.
     pub redact_responses: bool,
+    /// Whether an upstream's 401 re-exchanges the exchanged tokens the request carried and
+    /// replays it once.
+    pub retry_on_401: bool,
 }
 
 /// One `[[listeners]]` entry: a local port that sends everything to one upstream base URL.

@@ -80,7 +80,7 @@ pub struct RawEcho {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawToken {
-    /// Only `"jwt"` today; other kinds will bring their own fields.
+    /// `"jwt"` (the default), `"secret"` or `"oauth2"`.
     pub kind: Option<Spanned<String>>,
     pub algorithm: Option<Spanned<String>>,
     pub key_type: Option<Spanned<String>>,
@@ -97,6 +97,47 @@ pub struct RawToken {
     pub claims: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     pub header: BTreeMap<String, Spanned<toml::Value>>,
+    // `kind = "oauth2"`: an exchange at a token endpoint.
+    pub token_url: Option<Spanned<String>>,
+    pub grant: Option<Spanned<String>>,
+    pub grant_type: Option<Spanned<String>>,
+    pub assertion: Option<Spanned<String>>,
+    /// A string, or an array of strings joined with spaces.
+    pub scope: Option<Spanned<toml::Value>>,
+    pub client_id: Option<Spanned<String>>,
+    pub client_auth: Option<Spanned<String>>,
+    pub client_secret: Option<Spanned<String>>,
+    pub client_assertion: Option<Spanned<String>>,
+    #[serde(default)]
+    pub form: BTreeMap<String, Spanned<String>>,
+    pub request: Option<Spanned<RawExchangeRequest>>,
+    pub response: Option<Spanned<RawExchangeResponse>>,
+    #[serde(default)]
+    pub expose: BTreeMap<String, Spanned<String>>,
+}
+
+/// `[tokens.NAME.request]`: the token endpoint request of `grant = "custom"`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawExchangeRequest {
+    pub method: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    pub json: Option<Spanned<toml::Value>>,
+    pub body: Option<Spanned<String>>,
+}
+
+/// `[tokens.NAME.response]`: where the token and its lifetime are in the endpoint's answer.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawExchangeResponse {
+    pub token: Option<Spanned<String>>,
+    pub expires_in: Option<Spanned<String>>,
+    pub expires_at: Option<Spanned<String>>,
+    pub expiry_from: Option<Spanned<String>>,
+    pub default_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Spanned<String>>,
+    pub token_type: Option<Spanned<String>>,
 }
 
 /// `[[routes]]`: which requests get which tokens.
@@ -118,6 +159,8 @@ pub struct RawRoute {
     pub set_headers: BTreeMap<String, Spanned<String>>,
     pub upstream_tls: Option<Spanned<bool>>,
     pub redact_responses: Option<Spanned<bool>>,
+    /// Whether an upstream's 401 re-exchanges the route's exchanged tokens and replays once.
+    pub retry_on_401: Option<Spanned<bool>>,
 }
 
 /// `[[listeners]]`: a local port bound to one upstream, for clients that cannot use a proxy.

@@ -73,6 +73,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
             tokens.insert(name.clone(), def);
         }
     }
+    super::dependencies::check(&raw, &mut tokens, &mut c);
 
     let routes = raw.routes.iter().enumerate().filter_map(|(i, r)| route(i, r, &raw, &mut c)).collect::<Vec<_>>();
     if c.is_empty() {
@@ -302,6 +303,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
         set_headers,
         upstream_tls: r.upstream_tls.as_ref().is_some_and(|b| *b.get_ref()),
         redact_responses: r.redact_responses.as_ref().is_some_and(|b| *b.get_ref()),
+        retry_on_401: r.retry_on_401.as_ref().is_none_or(|b| *b.get_ref()),
     })
 }
 
@@ -322,9 +324,14 @@ struct TemplateCheck {
 impl crate::substitute::Resolve for TemplateCheck {
     fn resolve(&self, name: &str) -> crate::substitute::Resolution {
         use crate::substitute::Resolution;
-        if self.bound.contains(name) {
+        // `{/NAME.field}` is an exposed field of NAME, under NAME's binding.
+        let token = match name.rsplit_once('.') {
+            Some((token, _)) if !self.bound.contains(name) && !self.configured.contains(name) => token,
+            _ => name,
+        };
+        if self.bound.contains(token) {
             Resolution::Value(bytes::Bytes::new())
-        } else if self.configured.contains(name) {
+        } else if self.configured.contains(token) {
             Resolution::Forbidden
         } else {
             Resolution::Unknown

@@ -20,6 +20,8 @@ pub struct Upstream {
     /// Digest of `extra_ca_file` as it was loaded: a reload that finds other bytes builds a
     /// new client, so a rotated CA is trusted at once.
     pub ca_digest: [u8; 32],
+    /// How long a request may wait for response headers; token exchanges use it too.
+    pub request_timeout: std::time::Duration,
 }
 
 /// The process-wide crypto provider: aws-lc-rs, named explicitly so no other provider is
@@ -70,6 +72,6 @@ impl Upstream {
             .pool_idle_timeout(settings.pool_idle_timeout)
             .build(connector);
         let ca_digest = crate::reload::digest_files(settings.extra_ca_file.as_slice());
-        Ok(Upstream { client, ca_digest })
+        Ok(Upstream { client, ca_digest, request_timeout: settings.request_timeout })
     }
 }

@@ -34,6 +34,12 @@ pub fn is_valid_name(name: &str) -> bool {
     (1..=scan::MAX_NAME).contains(&name.len()) && name.bytes().all(scan::is_name_byte)
 }
 
+/// The names of every complete placeholder in `text`, in order: config checks use it to
+/// find which tokens a template needs.
+pub fn placeholder_names(text: &[u8]) -> impl Iterator<Item = &str> + '_ {
+    scan::placeholders(text).map(|p| p.name)
+}
+
 /// What a placeholder name stands for in the current request.
 ///
 /// Three outcomes rather than an `Option` because an unknown name (plain text that

@@ -1,13 +1,14 @@
 //! Token definitions: what each `[tokens.NAME]` table mints, checked when the config loads.
 //!
 //! `kind` selects how a token is produced: `jwt` signs one, `secret` serves a static value (an
-//! API key the agent must not hold). Later kinds (an OAuth2 token exchange) add a variant to
-//! [`TokenKind`] and their own fields, and the store, routes and substitution stay as they are,
-//! because they only ever see a [`MintedToken`].
+//! API key the agent must not hold), `oauth2` exchanges other tokens for one at a token
+//! endpoint. The store, routes and substitution are the same for all of them, because they
+//! only ever see a [`MintedToken`].
 
 pub mod algorithm;
 pub mod jwt;
 pub mod keys;
+pub mod oauth2;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -52,6 +53,9 @@ pub enum MintError {
     Sign(String),
     #[error("the signing task stopped unexpectedly")]
     Aborted,
+    /// A token endpoint exchange failed; the message never holds a secret or token.
+    #[error("{0}")]
+    Exchange(String),
 }
 
 /// How a token is produced.
@@ -60,6 +64,7 @@ pub enum TokenKind {
     // Boxed: a definition holds a key and claims, a secret only bytes.
     Jwt(Box<JwtDefinition>),
     Secret(StaticSecret),
+    Exchange(Box<oauth2::ExchangeDefinition>),
 }
 
 /// A static value from `key`, `key_file` or `key_env`. Its `Debug` never shows the value.
@@ -110,14 +115,22 @@ impl TokenDefinition {
             match kind.get_ref().as_str() {
                 "jwt" => {}
                 "secret" => return build_secret(ctx, raw, c),
+                "oauth2" => return build_exchange(ctx, raw, c),
                 other => {
                     c.error(
                         kind.span(),
                         at("kind"),
-                        format!("unknown token kind {other:?} (expected \"jwt\" or \"secret\")"),
+                        format!("unknown token kind {other:?} (expected \"jwt\", \"secret\" or \"oauth2\")"),
                     );
                 }
             }
+        }
+        for (field, span) in oauth2::exchange_fields(raw) {
+            c.error(
+                span,
+                at(field),
+                "does not apply to kind = \"jwt\" (set kind = \"oauth2\" to exchange a token at a token endpoint)",
+            );
         }
         let algorithm = match &r.algorithm {
             None => {
@@ -267,7 +280,29 @@ impl TokenDefinition {
                 issued_at: now,
                 expires_at: now + STATIC_LIFETIME,
             }),
+            // Exchanges need the network and other tokens: `crate::exchange` runs them.
+            TokenKind::Exchange(_) => Err(MintError::Exchange("an exchanged token needs the exchange client".into())),
         }
+    }
+
+    /// The token endpoint exchange, for `kind = "oauth2"`.
+    pub fn exchange(&self) -> Option<&oauth2::ExchangeDefinition> {
+        match &self.kind {
+            TokenKind::Exchange(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Folds the fingerprints of the tokens an exchange uses into its own, so that a changed
+    /// secret or signing key makes a reload exchange again.
+    pub(crate) fn include_dependencies(&mut self, dependencies: &[[u8; 32]]) {
+        let mut parts: Vec<&[u8]> = vec![&self.fingerprint];
+        parts.extend(dependencies.iter().map(|d| d.as_slice()));
+        self.fingerprint = fingerprint(&parts);
+    }
+
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 
     /// Whether the token expires at all (a static secret does not).
@@ -289,6 +324,7 @@ impl TokenDefinition {
         match self.kind {
             TokenKind::Jwt(_) => "jwt",
             TokenKind::Secret(_) => "secret",
+            TokenKind::Exchange(_) => "oauth2",
         }
     }
 
@@ -296,14 +332,14 @@ impl TokenDefinition {
     pub fn algorithm_name(&self) -> Option<&'static str> {
         match &self.kind {
             TokenKind::Jwt(jwt) => Some(algorithm::algorithm_name(jwt.algorithm)),
-            TokenKind::Secret(_) => None,
+            TokenKind::Secret(_) | TokenKind::Exchange(_) => None,
         }
     }
 
     pub fn kid(&self) -> Option<&str> {
         match &self.kind {
             TokenKind::Jwt(jwt) => jwt.header.kid.as_deref(),
-            TokenKind::Secret(_) => None,
+            TokenKind::Secret(_) | TokenKind::Exchange(_) => None,
         }
     }
 
@@ -311,7 +347,7 @@ impl TokenDefinition {
     pub fn public_jwk(&self) -> Option<jsonwebtoken::jwk::Jwk> {
         match &self.kind {
             TokenKind::Jwt(jwt) => jwt.public_jwk(),
-            TokenKind::Secret(_) => None,
+            TokenKind::Secret(_) | TokenKind::Exchange(_) => None,
         }
     }
 }
@@ -334,7 +370,8 @@ fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collect
         ("claims", r.claims.values().next().map(|_| raw.span())),
         ("header", r.header.values().next().map(|_| raw.span())),
     ];
-    for (field, span) in signing_only {
+    let exchange_only = oauth2::exchange_fields(raw).into_iter().map(|(f, s)| (f, Some(s)));
+    for (field, span) in signing_only.into_iter().chain(exchange_only) {
         if let Some(span) = span {
             c.error(
                 span,
@@ -366,6 +403,19 @@ fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collect
         ttl: STATIC_LIFETIME,
         refresh_before: Duration::ZERO,
         key_file,
+    })
+}
+
+/// `kind = "oauth2"`: checked here, exchanged by [`crate::exchange`].
+fn build_exchange(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collector<'_>) -> Option<TokenDefinition> {
+    let exchange = oauth2::build(ctx, raw, c)?;
+    Some(TokenDefinition {
+        name: ctx.name.to_string(),
+        fingerprint: fingerprint(&[b"oauth2", format!("{exchange:?}").as_bytes()]),
+        refresh_before: exchange.refresh_before.unwrap_or_default(),
+        kind: TokenKind::Exchange(Box::new(exchange)),
+        ttl: Duration::ZERO,
+        key_file: None,
     })
 }
 
