@@ -34,6 +34,8 @@ pub struct CompiledRoute {
     pub path_prefix: Box<str>,
     /// Whether injected values are replaced by their placeholders in responses.
     pub redact_responses: bool,
+    /// Whether a 401 renews the exchanged tokens a request carried and sends it again once.
+    pub retry_on_401: bool,
     /// `proxy_request_duration_seconds` for this route, registered once.
     pub duration: metrics::Histogram,
 }
@@ -191,6 +193,7 @@ fn compile_route(r: &RouteDefinition, cells: &HashMap<String, Arc<TokenCell>>) -
         upstream_tls: r.upstream_tls,
         path_prefix: r.path_prefix.clone().into_boxed_str(),
         redact_responses: r.redact_responses,
+        retry_on_401: r.retry_on_401,
         duration,
     }
 }
@@ -235,6 +238,24 @@ impl RequestTokens {
             }
         }
         Ok(())
+    }
+
+    /// The exchanged tokens written into the request, with the values it carried: what an
+    /// upstream's 401 asks to renew.
+    pub fn renewable_used(&self) -> Vec<(Arc<TokenCell>, Arc<MintedToken>)> {
+        let Some(route) = self.snapshot.compiled.get(self.route) else { return Vec::new() };
+        let mut out: Vec<(Arc<TokenCell>, Arc<MintedToken>)> = Vec::new();
+        for (i, used) in self.used.iter().enumerate() {
+            let (Some((_, cell, _)), Some(Some(value))) = (route.bindings.get(i), self.values.get(i)) else { continue };
+            // An alias and the token's own name are two bindings of one cell.
+            if used.load(Ordering::Relaxed)
+                && cell.renews_on_rejection()
+                && !out.iter().any(|(c, _)| Arc::ptr_eq(c, cell))
+            {
+                out.push((Arc::clone(cell), Arc::clone(value)));
+            }
+        }
+        out
     }
 
     /// The values written into the request so far, each with its placeholder text and the

@@ -59,19 +59,25 @@ fn is_encoded(headers: &HeaderMap) -> bool {
 
 /// Prepares a routed request's body, substituting placeholders with `tokens`. Adjusts
 /// Content-Length / Transfer-Encoding in `headers` to match what will be sent.
+///
+/// Also returns the body as the client sent it when it was read whole (or was empty), so the
+/// request can be sent again with a renewed token ([`replay`]); a streamed body cannot.
 pub async fn substituted(
     body: ClientBody,
     method: &Method,
     headers: &mut HeaderMap,
     tokens: Arc<dyn Resolve>,
     limits: BodyLimits<'_>,
-) -> Result<ProxyBody, ProxyError> {
-    if body.is_end_stream() || is_encoded(headers) {
-        return Ok(untouched(body, method, headers));
+) -> Result<(ProxyBody, Option<Replayable>), ProxyError> {
+    if body.is_end_stream() {
+        return Ok((untouched(body, method, headers), Some(Replayable { raw: Bytes::new(), trailers: None })));
+    }
+    if is_encoded(headers) {
+        return Ok((untouched(body, method, headers), None));
     }
     let declared = body.size_hint().exact();
     if declared.is_some_and(|n| n > limits.max_buffered) {
-        return Ok(streamed(Prefixed::new(Buffered::default(), body), method, headers, tokens));
+        return Ok((streamed(Prefixed::new(Buffered::default(), body), method, headers, tokens), None));
     }
 
     // Read up to the limit: if the body ends within it, rewrite it whole. Chunks are joined
@@ -96,7 +102,7 @@ pub async fn substituted(
                         // Too big to rewrite whole: stream it, the part read so far first.
                         // The reservation goes with the prefix until it has been sent.
                         read.reservation = Some(reservation);
-                        return Ok(streamed(Prefixed::new(read, body), method, headers, tokens));
+                        return Ok((streamed(Prefixed::new(read, body), method, headers, tokens), None));
                     }
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
@@ -104,6 +110,45 @@ pub async fn substituted(
         }
     }
     let whole = read.take_all();
+    let replay = Replayable { raw: whole.clone(), trailers: trailers.clone() };
+    let body = rewrite_whole(whole, trailers, headers, tokens, reservation)?;
+    Ok((body, Some(replay)))
+}
+
+/// A request body as the client sent it, kept (shared, not copied) for one replay.
+#[derive(Clone)]
+pub struct Replayable {
+    raw: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+/// The body of a request sent again, substituted with `tokens` (the renewed values).
+pub fn replay(
+    body: &Replayable,
+    headers: &mut HeaderMap,
+    tokens: Arc<dyn Resolve>,
+    budget: &Arc<BufferBudget>,
+    budget_limit: u64,
+) -> Result<ProxyBody, ProxyError> {
+    if body.raw.is_empty() && body.trailers.is_none() {
+        return Ok(http_body_util::Empty::new().map_err(|never| -> BoxError { match never {} }).boxed_unsync());
+    }
+    let mut reservation = budget.reservation();
+    if !reservation.grow(body.raw.len() as u64, budget_limit) {
+        return Err(ProxyError::Overloaded);
+    }
+    rewrite_whole(body.raw.clone(), body.trailers.clone(), headers, tokens, reservation)
+}
+
+/// Substitutes a body read whole and frames it with its exact length (or chunked, to carry
+/// trailers).
+fn rewrite_whole(
+    whole: Bytes,
+    trailers: Option<HeaderMap>,
+    headers: &mut HeaderMap,
+    tokens: Arc<dyn Resolve>,
+    reservation: Reservation,
+) -> Result<ProxyBody, ProxyError> {
     let mut substituter = BodySubstituter::new(Arc::clone(&tokens));
     let mut pieces = Vec::new();
     substituter.push(whole, &mut pieces)?;

@@ -95,42 +95,103 @@ async fn run(
         (std::borrow::Cow::Owned(path), Some(query)) => std::borrow::Cow::Owned(format!("{path}?{query}")),
     };
 
-    let tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
-    let max_uri = usize::try_from(settings.max_uri_bytes).unwrap_or(usize::MAX);
-    let uri_too_long = |e| ProxyError::from_bounded(e, ProxyError::UriTooLong(settings.max_uri_bytes));
-    let rewritten = match substitute_uri_within(&path_and_query, &*tokens, max_uri).map_err(uri_too_long)? {
-        std::borrow::Cow::Borrowed(_) if matches!(path_and_query, std::borrow::Cow::Borrowed(_)) => None,
-        other => Some(other.into_owned()),
-    };
-    if rewritten.as_ref().map_or(path_and_query.len(), String::len) > max_uri {
-        return Err(ProxyError::UriTooLong(settings.max_uri_bytes));
-    }
-    let scheme = if compiled.upstream_tls { Scheme::Https } else { target.scheme };
-    let uri = upstream_uri(&target, scheme, rewritten)?;
-
     prepare_headers(&mut parts.headers, &target);
     for (name, template) in &compiled.set_headers {
         parts.headers.insert(name.clone(), template.clone());
     }
-    let max_head = usize::try_from(settings.max_header_bytes).unwrap_or(usize::MAX);
-    substitute_header_map(&mut parts.headers, &*tokens, max_head)
-        .map_err(|e| ProxyError::from_bounded(e, ProxyError::HeadersTooLarge(settings.max_header_bytes)))?;
     if compiled.redact_responses {
         // A compressed response could not be scanned for the values to redact.
         parts.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
+    // An upstream's 401 to an exchanged token may mean the issuer revoked it early: keep the
+    // request as the client wrote it, to send again once with a renewed token.
+    let retry = compiled.retry_on_401 && compiled.bindings.iter().any(|(_, cell, _)| cell.renews_on_rejection());
+    let unsubstituted = retry.then(|| (parts.method.clone(), parts.headers.clone()));
+    let head = Head { snapshot, compiled, target: &target, path_and_query: &path_and_query };
+
+    let mut tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
+    let uri = head.substitute(&mut parts.headers, &tokens)?;
     let resolver: Arc<dyn Resolve> = Arc::clone(&tokens) as Arc<dyn Resolve>;
     let limits =
         BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
-    let body = body::substituted(body, &parts.method, &mut parts.headers, resolver, limits).await?;
+    let (body, replayable) = body::substituted(body, &parts.method, &mut parts.headers, resolver, limits).await?;
     // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
     tokens.check_fresh(SystemTime::now())?;
-    let response = send(snapshot, parts, uri, body, &target).await?;
+    let mut response = send(snapshot, parts, uri, body, &target).await?;
+
+    if response.status() == http::StatusCode::UNAUTHORIZED {
+        if let (Some((method, headers)), Some(replayable)) = (unsubstituted, replayable) {
+            if renew_rejected(&tokens).await {
+                drop(response);
+                tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
+                let (mut parts, ()) = Request::new(()).into_parts();
+                parts.method = method;
+                parts.headers = headers;
+                let uri = head.substitute(&mut parts.headers, &tokens)?;
+                let resolver: Arc<dyn Resolve> = Arc::clone(&tokens) as Arc<dyn Resolve>;
+                let body =
+                    body::replay(&replayable, &mut parts.headers, resolver, budget, settings.max_buffered_total)?;
+                tokens.check_fresh(SystemTime::now())?;
+                response = send(snapshot, parts, uri, body, &target).await?;
+            }
+        }
+    }
     let response = timed_response(response, settings.body_timeout);
     Ok(match compiled.redact_responses.then(|| tokens.redactions()).flatten() {
         Some(redactions) => redact(response, Arc::new(redactions)),
         None => response,
     })
+}
+
+/// Renews every exchanged token a rejected request carried (one exchange however many
+/// requests were rejected together). False when there was none, or a renewal failed: the
+/// client then gets the upstream's 401.
+async fn renew_rejected(tokens: &RequestTokens) -> bool {
+    let rejected = tokens.renewable_used();
+    if rejected.is_empty() {
+        return false;
+    }
+    for (cell, value) in rejected {
+        metrics::counter!("token_renewals_after_401_total", "token" => cell.name().to_string()).increment(1);
+        if cell.renew_rejected(&value).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// What the request head is built from, so a replay builds it again with other tokens.
+struct Head<'a> {
+    snapshot: &'a Snapshot,
+    compiled: &'a crate::snapshot::CompiledRoute,
+    target: &'a Target,
+    path_and_query: &'a str,
+}
+
+impl Head<'_> {
+    /// Substitutes the request target and `headers`, returning the upstream URI.
+    fn substitute(&self, headers: &mut http::HeaderMap, tokens: &RequestTokens) -> Result<Uri, ProxyError> {
+        let settings = &self.snapshot.config.proxy;
+        let max_uri = usize::try_from(settings.max_uri_bytes).unwrap_or(usize::MAX);
+        let uri_too_long = |e| ProxyError::from_bounded(e, ProxyError::UriTooLong(settings.max_uri_bytes));
+        let rewritten = match substitute_uri_within(self.path_and_query, tokens, max_uri).map_err(uri_too_long)? {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(text) => Some(text),
+        };
+        if rewritten.as_ref().map_or(self.path_and_query.len(), String::len) > max_uri {
+            return Err(ProxyError::UriTooLong(settings.max_uri_bytes));
+        }
+        let scheme = if self.compiled.upstream_tls { Scheme::Https } else { self.target.scheme };
+        let rewritten = rewritten.or_else(|| {
+            // A path normalised for matching is what is sent (invariant 8).
+            (self.path_and_query != self.target.path_and_query.as_str()).then(|| self.path_and_query.to_string())
+        });
+        let uri = upstream_uri(self.target, scheme, rewritten)?;
+        let max_head = usize::try_from(settings.max_header_bytes).unwrap_or(usize::MAX);
+        substitute_header_map(headers, tokens, max_head)
+            .map_err(|e| ProxyError::from_bounded(e, ProxyError::HeadersTooLarge(settings.max_header_bytes)))?;
+        Ok(uri)
+    }
 }
 
 /// An upstream response whose body is cut if the upstream pauses longer than `timeout`.
