@@ -55,7 +55,11 @@ fn describe_metrics() {
     describe_counter!("proxy_requests_total", "Requests served, by route and status.");
     describe_histogram!("proxy_request_duration_seconds", Unit::Seconds, "Time to response headers, by route.");
     describe_counter!("substitutions_total", "Placeholders replaced with a token, by token.");
-    describe_counter!("token_refreshes_total", "Token signings, by token and result (ok, error).");
+    describe_counter!("token_refreshes_total", "Token signings and exchanges, by token and result (ok, error).");
+    describe_counter!(
+        "token_renewals_after_401_total",
+        "Exchanged tokens renewed because an upstream answered 401, by token."
+    );
     describe_gauge!("token_expires_in_seconds", Unit::Seconds, "Seconds until each token's current value expires.");
     describe_counter!("config_reloads_total", "Configuration reloads, by result (ok, error).");
     describe_counter!("upstream_errors_total", "Failed upstream requests, by kind.");

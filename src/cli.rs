@@ -43,12 +43,14 @@ pub enum Command {
 
     /// Check a configuration: parse it, load every key and make a test signature.
     ///
-    /// Prints every problem as FILE:LINE:COLUMN: KEY: MESSAGE and exits non-zero if there is
+    /// Makes no network request: token endpoints are not called. Prints every problem as FILE:LINE:COLUMN: KEY: MESSAGE and exits non-zero if there is
     /// any. Example: token-sidecar check --config sidecar.toml
     Check,
 
     /// Print one freshly signed token to stdout, for debugging a target service.
     ///
+    /// For a kind = "oauth2" token this performs one real exchange at its token endpoint (and
+    /// of the exchanged tokens it uses) and prints the access token.
     /// Example: token-sidecar sign acme_api_jwt | cut -d. -f2 | base64 -d
     Sign {
         /// The token's name, as in [tokens.NAME].

@@ -102,7 +102,7 @@ impl Exchanger {
         if !status.is_success() {
             return Err(MintError::Exchange(rejection(status.as_u16(), &body)));
         }
-        read_answer(&self.definition.response, &self.definition.expose, &body, SystemTime::now())
+        read_answer(&self.definition.response, &self.definition.expose, &body, now)
     }
 
     /// The current value of every token the exchange names, signing jwts afresh.

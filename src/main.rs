@@ -85,7 +85,11 @@ fn sign(cli: &Cli, name: &str) -> ExitCode {
         eprintln!("no token named {name:?} in {} (defined: {})", cli.config.display(), known.join(", "));
         return ExitCode::FAILURE;
     };
-    match token.mint(SystemTime::now()) {
+    let minted = match token.exchange() {
+        Some(_) => exchange_once(config, name),
+        None => token.mint(SystemTime::now()).map_err(|e| e.to_string()),
+    };
+    match minted {
         Ok(minted) => {
             println!("{}", String::from_utf8_lossy(&minted.value));
             ExitCode::SUCCESS
@@ -115,6 +119,35 @@ fn keygen(alg: &str, bits: Option<usize>, out: &std::path::Path, name: &str, kid
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the exchange of `name` (and of the exchanged tokens it uses) once, as the sidecar
+/// would at start-up, without starting any listener.
+fn exchange_once(mut config: Config, name: &str) -> Result<token_sidecar::tokens::MintedToken, String> {
+    use token_sidecar::config::dependencies::direct_dependencies;
+    let mut needed = vec![name.to_string()];
+    let mut i = 0;
+    while let Some(next) = needed.get(i).cloned() {
+        if let Some(def) = config.tokens.get(&next) {
+            for dep in direct_dependencies(def, &config.tokens) {
+                if !needed.contains(&dep) {
+                    needed.push(dep);
+                }
+            }
+        }
+        i += 1;
+    }
+    config.tokens.retain(|n, _| needed.contains(n));
+    config.tls = None;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let snapshot = token_sidecar::snapshot::Snapshot::build(config, None).await.map_err(|e| e.to_string())?;
+        let cell = snapshot.cells.get(name).ok_or("the token did not start")?;
+        match cell.current(SystemTime::now()) {
+            Some(token) => Ok((*token).clone()),
+            None => Err(cell.status().last_error.unwrap_or_else(|| "the exchange gave no token".into())),
+        }
+    })
 }
 
 /// Loads the config, printing every error to stderr when it cannot be used.
