@@ -53,12 +53,16 @@ pub(super) fn check(raw: &RawConfig, tokens: &mut BTreeMap<String, TokenDefiniti
         }
     }
     if let Some(cycle) = find_cycle(tokens) {
-        let span = raw.tokens.get(&cycle[0]).map_or(0..0, toml::Spanned::span);
-        c.error(
-            span,
-            format!("tokens.{}", cycle[0]),
-            format!("tokens depend on each other in a cycle: {}", cycle.join(" -> ")),
-        );
+        // Reported where the first token of the cycle names the next one.
+        let closing = tokens
+            .get(&cycle[0])
+            .and_then(|d| d.exchange())
+            .and_then(|e| e.references.iter().find(|r| dependency_name(&r.name, tokens) == Some(cycle[1].as_str())));
+        let (span, key_path) = match closing {
+            Some(r) => (r.span.clone(), r.key_path.clone()),
+            None => (raw.tokens.get(&cycle[0]).map_or(0..0, toml::Spanned::span), format!("tokens.{}", cycle[0])),
+        };
+        c.error(span, key_path, format!("tokens depend on each other in a cycle: {}", cycle.join(" -> ")));
         return;
     }
     let order = exchange_order(tokens);
