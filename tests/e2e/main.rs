@@ -7,6 +7,7 @@
 mod support;
 
 mod config;
+mod exchange;
 mod ops;
 mod proxy;
 mod security;

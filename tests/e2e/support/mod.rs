@@ -6,6 +6,7 @@
 //! - [`client`]: the hyper client and its reply type, and the command builder every process
 //!   goes through (it clears the proxy environment);
 //! - [`raw`]: raw HTTP/1.1 on a socket; [`tunnel`]: CONNECT and TLS inside it;
+//! - [`idp`]: the mock identity provider (a scripted, recording token endpoint);
 //! - [`jwt`]: the independent JWT verifier; [`keys`]: key material; [`ca`]: test CAs and TLS
 //!   client configs;
 //! - [`metrics`]: the `/metrics` parser; [`logs`]: log capture and leak searches;
@@ -14,6 +15,7 @@
 pub mod ca;
 pub mod client;
 pub mod config;
+pub mod idp;
 pub mod jwt;
 pub mod keys;
 pub mod logs;
