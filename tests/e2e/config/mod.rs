@@ -6,3 +6,4 @@ mod config_errors;
 mod jwt_matrix;
 mod key_errors;
 mod keygen_cli;
+mod provider_examples;
