@@ -12,6 +12,7 @@ mod expose;
 mod failures;
 mod grants;
 mod leaks;
+mod provider_flow;
 mod reload;
 mod response;
 mod retry_401;

@@ -30,6 +30,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::AbortHandle;
 
+use super::ca::TestCa;
 use super::wait::wait_until;
 
 /// The access token the default script issues for the `n`th request (1-based).
@@ -238,6 +239,8 @@ struct State {
     default: Mutex<Arc<Script>>,
     /// Tasks serving open connections, aborted by [`Idp::down`].
     connections: Mutex<Vec<AbortHandle>>,
+    /// Present for an HTTPS endpoint ([`Idp::start_tls`]).
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 enum Listening {
@@ -268,8 +271,20 @@ impl Idp {
         idp
     }
 
+    /// Listening over HTTPS with a certificate for `localhost` and `127.0.0.1` from `ca`
+    /// (the sidecar trusts it through `extra_ca_file`); [`Idp::url`] gives `https://` URLs.
+    pub async fn start_tls(ca: &TestCa) -> Idp {
+        let idp = Idp::reserved(Some(tokio_rustls::TlsAcceptor::from(ca.server_config(&["localhost", "127.0.0.1"]))));
+        idp.up();
+        idp
+    }
+
     /// A reserved port that refuses connections until [`Idp::up`].
     pub async fn start_down() -> Idp {
+        Idp::reserved(None)
+    }
+
+    fn reserved(tls: Option<tokio_rustls::TlsAcceptor>) -> Idp {
         let socket = reserve(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind the IdP");
         let addr = socket.local_addr().expect("IdP addr");
         let state = Arc::new(State {
@@ -279,6 +294,7 @@ impl Idp {
                 Reply::token(&access_token(seen.n), 3600).with_header("cache-control", "no-store")
             })),
             connections: Mutex::new(Vec::new()),
+            tls,
         });
         Idp { addr, state, listening: Mutex::new(Some(Listening::Refusing(socket))) }
     }
@@ -321,9 +337,10 @@ impl Idp {
         self.addr.port()
     }
 
-    /// `http://127.0.0.1:PORT` + `path`.
+    /// `http://127.0.0.1:PORT` + `path` (`https://` for [`Idp::start_tls`]).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.state.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Queues one answer; queued answers are used in order before the default script.
@@ -392,8 +409,20 @@ async fn accept(listener: TcpListener, state: Arc<State>) {
             let state = Arc::clone(&shared);
             async move { Ok::<_, Infallible>(answer(state, req).await) }
         });
+        let tls = state.tls.clone();
         let task = tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            // HTTP/1.1, and h2 when TLS negotiates it (as real token endpoints do).
+            let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+            }
         });
         let mut connections = state.connections.lock().unwrap();
         connections.retain(|t| !t.is_finished());
