@@ -2,7 +2,7 @@
 //! on every operation, and a health state that turns Redis trouble into fast local fallback.
 //!
 //! When an operation fails for want of Redis (refused, reset, timed out), Redis is marked down:
-//! for a backoff period (0.5 s doubling to 10 s) operations fail at once without touching the
+//! for a backoff period (0.5 s doubling to 5 s) operations fail at once without touching the
 //! network, so a dead Redis costs requests nothing, and a background probe (`PING`) marks it
 //! up again. Each change of state is logged once and shown by the `fleet_redis_up` gauge;
 //! every operation is counted in `fleet_operations_total{op,result}`.
@@ -24,7 +24,7 @@ const MAX_IDLE: usize = 4;
 /// Connections open at once; further operations wait (within their timeout) for one.
 const MAX_OPEN: usize = 16;
 const BACKOFF_START: Duration = Duration::from_millis(500);
-const BACKOFF_CAP: Duration = Duration::from_secs(10);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// How often a healthy Redis is pinged, so the gauge is true between token refreshes.
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 
