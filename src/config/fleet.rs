@@ -122,25 +122,21 @@ pub(super) fn settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) 
             }
         },
     };
+    let connect_timeout =
+        duration(&r.connect_timeout, "fleet.connect_timeout", FleetSettings::DEFAULT_CONNECT_TIMEOUT, c);
+    let operation_timeout =
+        duration(&r.operation_timeout, "fleet.operation_timeout", FleetSettings::DEFAULT_OPERATION_TIMEOUT, c);
+    let lease_ttl = duration(&r.lease_ttl, "fleet.lease_ttl", FleetSettings::DEFAULT_LEASE_TTL, c);
+    let lease_wait = duration(&r.lease_wait, "fleet.lease_wait", FleetSettings::DEFAULT_LEASE_WAIT, c);
     let settings = FleetSettings {
         redis: redis?,
         key_prefix,
         encryption_key: encryption_key?,
         key_file,
-        connect_timeout: duration(
-            &r.connect_timeout,
-            "fleet.connect_timeout",
-            FleetSettings::DEFAULT_CONNECT_TIMEOUT,
-            c,
-        ),
-        operation_timeout: duration(
-            &r.operation_timeout,
-            "fleet.operation_timeout",
-            FleetSettings::DEFAULT_OPERATION_TIMEOUT,
-            c,
-        ),
-        lease_ttl: duration(&r.lease_ttl, "fleet.lease_ttl", FleetSettings::DEFAULT_LEASE_TTL, c),
-        lease_wait: duration(&r.lease_wait, "fleet.lease_wait", FleetSettings::DEFAULT_LEASE_WAIT, c),
+        connect_timeout,
+        operation_timeout,
+        lease_ttl,
+        lease_wait,
     };
     (c.len() == before).then_some(settings)
 }
