@@ -84,3 +84,34 @@ async fn shared_false_opts_out_and_tokens_and_metrics_describe_the_fleet() {
     assert!(metrics.count("fleet_operations_total", &[("op", "ping"), ("result", "ok")]) >= 1.0);
     assert_eq!(call_api(a.proxy(), &api).await.status, 200);
 }
+
+/// examples/kubernetes/fleet/configmap.yaml holds a config that `check` accepts, given the
+/// files and variable its Secrets provide.
+#[test]
+fn the_kubernetes_fleet_example_passes_check() {
+    let yaml =
+        std::fs::read_to_string(crate::support::keys::repo_root().join("examples/kubernetes/fleet/configmap.yaml"))
+            .expect("the example");
+    let toml: String = yaml
+        .split_once("sidecar.toml: |\n")
+        .expect("a sidecar.toml block")
+        .1
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = ConfigDir::empty();
+    std::fs::create_dir_all(dir.path("fleet")).expect("dir");
+    std::fs::create_dir_all(dir.path("oauth")).expect("dir");
+    dir.write("fleet/fleet.key", crate::fleet::FLEET_KEY_B64);
+    dir.write("oauth/client_secret", "example-secret");
+    let root = format!("{}/", dir.root().display());
+    let path = dir.write_config(&toml.replace("/etc/token-sidecar/", &root));
+    let out = crate::support::sidecar::binary()
+        .env("REDIS_PASSWORD", "example-password")
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
