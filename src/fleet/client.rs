@@ -107,6 +107,11 @@ impl RedisClient {
             Err(_) => Err(FleetError::Timeout(self.timeouts.operation)),
         };
         match &result {
+            // Redis answers, but not to us: this client cannot use it until the config changes.
+            Ok(Reply::Error(e)) if is_access_error(e) => {
+                self.mark(false, Some(&FleetError::Refused(e.clone())));
+                count(op, "error");
+            }
             Ok(Reply::Error(_)) => {
                 // Redis answered: it is up, but refused this command.
                 self.mark(true, None);
@@ -193,6 +198,12 @@ impl RedisClient {
             }
         }
     }
+}
+
+/// Errors that mean this client may not use Redis at all (a missing or wrong password, an ACL
+/// user without the commands it needs), as opposed to one command going wrong.
+fn is_access_error(e: &str) -> bool {
+    ["NOAUTH", "WRONGPASS", "NOPERM"].iter().any(|code| e.starts_with(code))
 }
 
 fn count(op: &'static str, result: &'static str) {

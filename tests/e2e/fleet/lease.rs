@@ -11,6 +11,16 @@ use crate::support::sidecar::{binary, SidecarProcess};
 
 const LEASE_TTL: Duration = Duration::from_secs(2);
 
+/// The holder process, killed however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_holder_killed_mid_exchange_is_taken_over_after_its_lease() {
     let fleet = Fleet::start().await;
@@ -22,19 +32,21 @@ async fn a_lease_holder_killed_mid_exchange_is_taken_over_after_its_lease() {
 
     // The holder: the binary started by hand, as it never becomes ready.
     let holder_dir = ConfigDir::empty();
-    let mut holder = binary()
-        .arg("run")
-        .arg("--config")
-        .arg(holder_dir.write_config(&toml))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the lease holder");
+    let mut holder = KillOnDrop(
+        binary()
+            .arg("run")
+            .arg("--config")
+            .arg(holder_dir.write_config(&toml))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the lease holder"),
+    );
     let first = idp.wait_for(1, PROMPT).await;
     assert_eq!(fleet.redis.keys_containing("lease:token:").len(), 1, "the holder took the lease to exchange");
-    holder.kill().expect("SIGKILL the lease holder");
-    let _ = holder.wait();
+    holder.0.kill().expect("SIGKILL the lease holder");
+    let _ = holder.0.wait();
 
     // Another sidecar finds the dead holder's lease and waits for it to lapse.
     let other_dir = ConfigDir::empty();

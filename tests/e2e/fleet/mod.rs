@@ -5,6 +5,7 @@
 //! Redis in the clear; entries not sealed by the fleet are refused), the 401 renewal, TLS to
 //! Redis, and the config and admin surface.
 
+mod auth;
 mod config;
 mod lease;
 mod outage;
