@@ -66,6 +66,19 @@ fn describe_metrics() {
     describe_gauge!("proxy_open_connections", "Client connections currently open.");
     describe_counter!("tls_leaf_certificates_minted_total", "Leaf certificates minted for intercepted hosts.");
     describe_counter!("tls_handshake_failures_total", "TLS handshakes with clients that failed.");
+    describe_gauge!("fleet_redis_up", "1 while the fleet's Redis answers, 0 while it does not ([fleet] only).");
+    describe_counter!(
+        "fleet_operations_total",
+        "Redis operations, by op and result (ok, error, timeout, unavailable, skipped)."
+    );
+    describe_counter!(
+        "fleet_entries_rejected_total",
+        "Entries in Redis ignored because they were not sealed by this fleet, by reason."
+    );
+    describe_counter!(
+        "fleet_token_sources_total",
+        "Shared tokens obtained, by token and source (shared, exchange, exchange_fallback)."
+    );
     // Present from the start, so alerts on them work before the first event.
     for result in ["ok", "error"] {
         metrics::counter!("config_reloads_total", "result" => result).increment(0);
@@ -196,10 +209,19 @@ pub fn tokens_status(snapshot: &Snapshot, now: SystemTime) -> serde_json::Value 
                 "last_error": status.last_error,
                 "consecutive_failures": status.consecutive_failures,
                 "token_url_host": def.exchange().and_then(|e| e.token_url.host()),
+                "shared": snapshot.config.shares(name),
+                "source": status.source,
             })
         })
         .collect();
-    serde_json::json!({ "tokens": tokens })
+    let mut out = serde_json::json!({ "tokens": tokens });
+    if let Some(fleet) = &snapshot.fleet {
+        out["fleet"] = serde_json::json!({
+            "redis": fleet.settings.redis.to_string(),
+            "redis_up": fleet.store.client().is_up(),
+        });
+    }
+    out
 }
 
 /// The public keys of every asymmetric token, as a JWK set.

@@ -214,6 +214,10 @@ impl Mint for Exchanger {
         true
     }
 
+    fn source(&self) -> &'static str {
+        "exchange"
+    }
+
     fn use_upstream(&self, upstream: &Arc<Upstream>) {
         self.upstream.store(Arc::clone(upstream));
     }

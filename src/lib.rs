@@ -16,6 +16,7 @@ pub mod echo;
 pub mod error;
 pub mod exchange;
 pub mod files;
+pub mod fleet;
 pub mod keygen;
 pub mod logging;
 pub mod proxy;

@@ -14,6 +14,8 @@ use http::{HeaderName, HeaderValue};
 
 use crate::config::{Config, RouteDefinition};
 use crate::exchange::Exchanger;
+use crate::fleet::tokens::{LeaseSettings, SharedExchange};
+use crate::fleet::Fleet;
 use crate::proxy::upstream::Upstream;
 use crate::routes::RouteTable;
 use crate::store::{Mint, TokenCell};
@@ -49,6 +51,8 @@ pub struct Snapshot {
     pub upstream: Arc<Upstream>,
     /// Present when `[tls]` is configured: terminates CONNECT tunnels to routed hosts.
     pub interceptor: Option<Arc<Interceptor>>,
+    /// Present when `[fleet]` is configured: the Redis that shared tokens go through.
+    pub fleet: Option<Arc<Fleet>>,
     /// Digest of the config and key files this snapshot was built from, so a file event that
     /// changed nothing does not rebuild.
     pub files_digest: [u8; 32],
@@ -71,6 +75,8 @@ pub enum BuildError {
     Upstream(String),
     #[error("TLS interception: {0}")]
     Tls(#[from] crate::tls::CaError),
+    #[error("fleet: {0}")]
+    Fleet(String),
 }
 
 impl Snapshot {
@@ -97,11 +103,22 @@ impl Snapshot {
             }
             _ => Arc::new(Upstream::new(&config.proxy).map_err(BuildError::Upstream)?),
         };
+        let fleet = match (&config.fleet, previous.and_then(|p| p.fleet.as_ref())) {
+            (None, _) => None,
+            (Some(settings), Some(old)) if old.serves(settings, &config.proxy.extra_ca_file) => Some(Arc::clone(old)),
+            (Some(settings), _) => {
+                Some(Arc::new(Fleet::start(settings, &config.proxy.extra_ca_file).map_err(BuildError::Fleet)?))
+            }
+        };
         let reusable = |name: &String| {
             let p = previous?;
             let cell = p.cells.get(name)?;
             let old = p.config.tokens.get(name)?;
-            (old.same_definition(config.tokens.get(name)?) && !minters.contains_key(name)).then(|| Arc::clone(cell))
+            // A shared token's cell holds its fleet: it is kept only with the same fleet.
+            let same_sharing = p.config.shares(name) == config.shares(name)
+                && (!config.shares(name) || same_fleet(p.fleet.as_ref(), fleet.as_ref()));
+            (old.same_definition(config.tokens.get(name)?) && !minters.contains_key(name) && same_sharing)
+                .then(|| Arc::clone(cell))
         };
         let mut cells = HashMap::new();
         // Signed and static tokens first, all in parallel; then exchanged tokens, level by
@@ -133,7 +150,7 @@ impl Snapshot {
                 let minter: Arc<dyn Mint> = match minters.get(name) {
                     Some(m) => Arc::clone(m),
                     None => match Exchanger::new(def, Arc::clone(&upstream), &config.tokens, &cells) {
-                        Some(exchanger) => Arc::new(exchanger),
+                        Some(exchanger) => share(name, Arc::new(exchanger), &config, fleet.as_ref()),
                         None => Arc::new(def.clone()),
                     },
                 };
@@ -160,12 +177,34 @@ impl Snapshot {
             (Some(tls), _) => Some(Arc::new(Interceptor::load(tls)?)),
         };
         let files_digest = crate::reload::digest_files(&config.watched_files);
-        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream, interceptor, files_digest })
+        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream, interceptor, fleet, files_digest })
     }
 
     /// Whether every token has a current, unexpired value.
     pub fn all_tokens_current(&self, now: SystemTime) -> bool {
         self.cells.values().all(|c| c.current(now).is_some())
+    }
+}
+
+/// The minter of an exchanged token: shared through the fleet when the config says so.
+fn share(name: &str, exchanger: Arc<dyn Mint>, config: &Config, fleet: Option<&Arc<Fleet>>) -> Arc<dyn Mint> {
+    let (Some(fleet), true) = (fleet, config.shares(name)) else { return exchanger };
+    let Some(identity) = crate::fleet::identity::token_identity(name, &config.tokens) else { return exchanger };
+    let expose = config
+        .tokens
+        .get(name)
+        .and_then(|d| d.exchange())
+        .map(|e| e.expose.iter().map(|(f, _)| f.clone()).collect())
+        .unwrap_or_default();
+    let lease = LeaseSettings { ttl: fleet.settings.lease_ttl, wait: fleet.settings.lease_wait };
+    Arc::new(SharedExchange::new(name, exchanger, Arc::clone(&fleet.store), &identity, expose, lease))
+}
+
+fn same_fleet(a: Option<&Arc<Fleet>>, b: Option<&Arc<Fleet>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 

@@ -18,11 +18,32 @@ use crate::tokens::{MintError, MintedToken, TokenDefinition};
 /// What [`Mint::mint`] returns: signing runs on the blocking pool, an exchange on the runtime.
 pub type MintFuture = Pin<Box<dyn Future<Output = Result<MintedToken, MintError>> + Send>>;
 
+/// Why a cell asks for a token: a fleet-shared exchange treats each differently.
+#[derive(Debug, Clone)]
+pub enum MintReason {
+    /// The first token, or the background refresh ahead of expiry.
+    Scheduled,
+    /// An operator asked for a new value now (`POST /tokens/NAME/refresh`).
+    Forced,
+    /// An upstream answered 401 to this value.
+    Rejected(Arc<MintedToken>),
+}
+
 /// Something that can produce tokens: a configured token definition, an exchange at a token
 /// endpoint, or a test double.
 pub trait Mint: Send + Sync + 'static {
     /// Produces a fresh token valid from `now`. Never called on the request path.
     fn mint(self: Arc<Self>, now: SystemTime) -> MintFuture;
+    /// Produces a token for `reason`; by default the same as [`Mint::mint`].
+    fn mint_for(self: Arc<Self>, now: SystemTime, _reason: MintReason) -> MintFuture {
+        self.mint(now)
+    }
+    /// Where the last token produced came from, for `/tokens`: `signed`, `static`,
+    /// `exchange`, or for fleet-shared tokens `shared` (a peer's exchange, read from Redis)
+    /// and `exchange_fallback` (exchanged here because Redis was unavailable).
+    fn source(&self) -> &'static str {
+        "signed"
+    }
     /// How long before `token`'s expiry to produce the next one.
     fn refresh_before(&self, token: &MintedToken) -> Duration;
     /// Whether a failure to produce the first token fails the start (or reload). A signing
@@ -53,6 +74,14 @@ impl Mint for TokenDefinition {
     fn refresh_before(&self, _token: &MintedToken) -> Duration {
         self.refresh_before
     }
+
+    fn source(&self) -> &'static str {
+        if self.expires() {
+            "signed"
+        } else {
+            "static"
+        }
+    }
 }
 
 /// What the refresher last did, for `/tokens` and `/readyz`. Never holds the token.
@@ -62,6 +91,8 @@ pub struct RefreshStatus {
     pub last_success: Option<SystemTime>,
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
+    /// Where the current value came from ([`Mint::source`]).
+    pub source: Option<&'static str>,
 }
 
 /// One token's current value and its refresher.
@@ -112,7 +143,7 @@ impl TokenCell {
         });
         let first = {
             let _producing = cell.producing.lock().await;
-            cell.refresh_once().await
+            cell.refresh_once(MintReason::Scheduled).await
         };
         if let Err(e) = &first {
             if cell.minter.required_at_start() {
@@ -156,7 +187,7 @@ impl TokenCell {
     /// Produces a new token now (the admin's forced refresh), waiting for one in progress.
     pub async fn refresh_now(&self) -> Result<Arc<MintedToken>, MintError> {
         let _producing = self.producing.lock().await;
-        self.refresh_once().await?;
+        self.refresh_once(MintReason::Forced).await?;
         self.latest().ok_or(MintError::Aborted)
     }
 
@@ -168,14 +199,14 @@ impl TokenCell {
         if let Some(newer) = self.current(SystemTime::now()).filter(|t| !Arc::ptr_eq(t, rejected)) {
             return Ok(newer);
         }
-        self.refresh_once().await?;
+        self.refresh_once(MintReason::Rejected(Arc::clone(rejected))).await?;
         self.latest().ok_or(MintError::Aborted)
     }
 
     /// Produces one token and stores it, recording the outcome. Callers hold `producing`.
-    async fn refresh_once(&self) -> Result<(), MintError> {
+    async fn refresh_once(&self, reason: MintReason) -> Result<(), MintError> {
         let now = SystemTime::now();
-        let result = Arc::clone(&self.minter).mint(now).await;
+        let result = Arc::clone(&self.minter).mint_for(now, reason).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(_) => "error",
@@ -190,6 +221,7 @@ impl TokenCell {
                 status.last_success = Some(now);
                 status.last_error = None;
                 status.consecutive_failures = 0;
+                status.source = Some(self.minter.source());
                 tracing::info!(token = %self.name, expires_in = ?expires_at.duration_since(now).unwrap_or_default(), "token refreshed");
                 Ok(())
             }
@@ -233,7 +265,7 @@ async fn refresh_loop(cell: Weak<TokenCell>, start_failed: bool) {
                 let _producing = c.producing.lock().await;
                 // A forced or 401-driven refresh may have renewed it while this one waited.
                 let renewed = c.latest().map(|t| t.expires_at) != before && before.is_some();
-                renewed || c.refresh_once().await.is_ok()
+                renewed || c.refresh_once(MintReason::Scheduled).await.is_ok()
             };
             if refreshed {
                 backoff = BACKOFF_START;

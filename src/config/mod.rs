@@ -6,6 +6,7 @@
 
 pub mod dependencies;
 mod diagnostic;
+pub mod fleet;
 pub mod raw;
 mod structure;
 mod validate;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diagnostic::{Collector, ConfigErrors, Diagnostic};
+pub use fleet::FleetSettings;
 
 use crate::routes::{HostPattern, Scheme};
 use crate::tokens::TokenDefinition;
@@ -36,6 +38,10 @@ pub struct Config {
     pub listeners: Vec<ListenerDefinition>,
     /// Files whose change should trigger a reload (the config and every key file).
     pub watched_files: Vec<PathBuf>,
+    /// `[fleet]`, when sidecars share exchanged tokens through Redis.
+    pub fleet: Option<FleetSettings>,
+    /// The exchanged tokens shared with the fleet (all of them unless `shared = false`).
+    pub shared_tokens: std::collections::BTreeSet<String>,
 }
 
 /// What the proxy does with a request that no route matches.
@@ -191,6 +197,11 @@ pub enum LoadError {
 }
 
 impl Config {
+    /// Whether token `name` is shared with the fleet through Redis.
+    pub fn shares(&self, name: &str) -> bool {
+        self.shared_tokens.contains(name)
+    }
+
     /// Reads, parses and checks a config file, loading every key it names.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
         let text =

@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
+    /// `[fleet]`: sharing exchanged tokens through Redis.
+    pub fleet: Option<Spanned<super::fleet::RawFleet>>,
 }
 
 /// `[proxy]`: the listener agent functions point `HTTP_PROXY` at, and the upstream client.
@@ -114,6 +116,8 @@ pub struct RawToken {
     pub response: Option<Spanned<RawExchangeResponse>>,
     #[serde(default)]
     pub expose: BTreeMap<String, Spanned<String>>,
+    /// With `[fleet]`: whether this exchanged token is shared with the fleet (default true).
+    pub shared: Option<Spanned<bool>>,
 }
 
 /// `[tokens.NAME.request]`: the token endpoint request of `grant = "custom"`.

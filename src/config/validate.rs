@@ -74,6 +74,20 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
         }
     }
     super::dependencies::check(&raw, &mut tokens, &mut c);
+    let fleet = super::fleet::settings(&raw, &base_dir, &mut c);
+    super::fleet::check_shared(&raw, &tokens, fleet.as_ref(), &mut c);
+    let shared_tokens = match &fleet {
+        None => Default::default(),
+        Some(_) => tokens
+            .iter()
+            .filter(|(name, def)| {
+                def.exchange().is_some()
+                    && raw.tokens.get(*name).and_then(|t| t.get_ref().shared.as_ref()).is_none_or(|s| *s.get_ref())
+            })
+            .map(|(name, _)| name.clone())
+            .collect(),
+    };
+    watched_files.extend(fleet.as_ref().and_then(|f| f.key_file.clone()));
 
     let routes = raw.routes.iter().enumerate().filter_map(|(i, r)| route(i, r, &raw, &mut c)).collect::<Vec<_>>();
     if c.is_empty() {
@@ -99,7 +113,19 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
     }
     c.forget_after(structural, |d| repaired.covers_diagnostic(&d.key_path, &d.message));
     c.finish()?;
-    Ok(Config { source: path.to_path_buf(), proxy, admin, tls, echo, tokens, routes, listeners, watched_files })
+    Ok(Config {
+        source: path.to_path_buf(),
+        proxy,
+        admin,
+        tls,
+        echo,
+        tokens,
+        routes,
+        listeners,
+        watched_files,
+        fleet,
+        shared_tokens,
+    })
 }
 
 fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> ProxySettings {

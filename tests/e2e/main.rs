@@ -8,6 +8,7 @@ mod support;
 
 mod config;
 mod exchange;
+mod fleet;
 mod ops;
 mod proxy;
 mod security;

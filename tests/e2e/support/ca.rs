@@ -49,6 +49,15 @@ impl TestCa {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(config)
     }
+
+    /// A leaf certificate for `names` from this CA and its key, both PEM, for servers that
+    /// read files (`redis-server --tls-cert-file`).
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("leaf key");
+        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("names");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// A rustls client config trusting only the certificates in `roots_pem` (one or more PEM

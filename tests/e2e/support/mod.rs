@@ -10,6 +10,7 @@
 //! - [`jwt`]: the independent JWT verifier; [`keys`]: key material; [`ca`]: test CAs and TLS
 //!   client configs;
 //! - [`metrics`]: the `/metrics` parser; [`logs`]: log capture and leak searches;
+//! - [`redis`]: a real `redis-server` for fleet tests;
 //! - [`wait`]: polling with a deadline.
 
 pub mod ca;
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod logs;
 pub mod metrics;
 pub mod raw;
+pub mod redis;
 pub mod sidecar;
 pub mod tunnel;
 pub mod upstream;
