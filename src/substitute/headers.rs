@@ -1,13 +1,19 @@
 //! Substitution over a whole header section (request headers, and trailers).
 
 use bytes::Bytes;
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 
+use crate::substitute::basic::substitute_basic;
 use crate::substitute::{substitute_within, Bounded, Resolve};
 
 /// Fills placeholders in every value of `headers`, keeping the section (names and values)
-/// within `max_bytes` once filled. A value whose result is not a valid header value (a
-/// token with a newline, say) is left as written rather than forwarded malformed.
+/// within `max_bytes` once filled. Header values take the raw `{/NAME}` spelling only (no
+/// client percent-encodes a header value, and the sidecar could not know how a header's
+/// consumer would decode one), with the value inserted as it is; `Authorization: Basic`
+/// credentials are also searched inside their base64. A value whose result is not a valid
+/// header value (a token with a newline, say) is left as written rather than forwarded
+/// malformed.
 ///
 /// # Errors
 ///
@@ -19,11 +25,18 @@ pub fn substitute_header_map(headers: &mut HeaderMap, resolver: &dyn Resolve, ma
     if total > max_bytes {
         return Err(Bounded::TooLong);
     }
-    for value in headers.values_mut() {
+    for (name, value) in headers.iter_mut() {
         let room = max_bytes - (total - value.len());
-        let replaced = match substitute_within(value.as_bytes(), resolver, room)? {
-            std::borrow::Cow::Borrowed(_) => continue,
-            std::borrow::Cow::Owned(bytes) => bytes,
+        let basic = match *name == AUTHORIZATION {
+            true => substitute_basic(value.as_bytes(), resolver, room)?,
+            false => None,
+        };
+        let replaced = match basic {
+            Some(bytes) => bytes,
+            None => match substitute_within(value.as_bytes(), resolver, room)? {
+                std::borrow::Cow::Borrowed(_) => continue,
+                std::borrow::Cow::Owned(bytes) => bytes,
+            },
         };
         // From the owned buffer, so the (long) token is not copied again.
         if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(replaced)) {
