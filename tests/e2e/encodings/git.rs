@@ -1,0 +1,1 @@
+//! git over HTTPS (placeholder, filled in below).
