@@ -41,11 +41,6 @@ pub struct World {
 
 impl World {
     pub async fn start() -> World {
-        World::start_with("").await
-    }
-
-    /// Like [`World::start`], with `route_extra` added to the upstream's route.
-    pub async fn start_with(route_extra: &str) -> World {
         let upstream = Upstream::start().await;
         let other = Upstream::start().await;
         let down = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to leave closed");
@@ -64,7 +59,7 @@ impl World {
                 here = route(
                     upstream.port(),
                     &["tok", "hostile", "later"],
-                    &format!("{route_extra}\n[routes.placeholders]\nauth_token = \"tok\"\n"),
+                    "[routes.placeholders]\nauth_token = \"tok\"\n",
                 ),
                 there = route(other.port(), &["elsewhere"], ""),
             ),
