@@ -2,7 +2,7 @@
 // `include!`), so the checked-in corpus is replayed on stable by `cargo test`.
 //
 // Every placeholder spelling in every syntax (plain, URI, form, JSON):
-// - `substitute_in` equals a naive reference of the grammar table: which spellings each syntax
+// - `substitute_as` equals a naive reference of the grammar table: which spellings each syntax
 //   recognises (raw `{/NAME}`; `%7B%2FNAME%7D` and `%7B/NAME%7D` in URI and form; `{\/NAME}` in
 //   JSON), how values are escaped there (percent-encoded, JSON-escaped, a non-UTF-8 value left
 //   out of JSON), and which refusal comes first;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use token_sidecar::substitute::{
-    substitute_in, Bounded, BodySubstituter, RefusalKind, Refused, Resolution, Resolve, Syntax,
+    substitute_as, Bounded, BodySubstituter, RefusalKind, Refused, Resolution, Resolve, Syntax,
 };
 
 /// Longest possible unfinished placeholder: `%7B%2F` + 64 name bytes + `%7`.
@@ -160,12 +160,12 @@ pub fn check(data: &[u8]) {
     let (lengths, body) = rest.split_at(k);
 
     let expected = reference(body, syntax, &SyntaxResolver);
-    let whole = match substitute_in(body, syntax, &SyntaxResolver, usize::MAX) {
+    let whole = match substitute_as(body, syntax, &SyntaxResolver, usize::MAX) {
         Ok(out) => Ok(out.into_owned()),
         Err(Bounded::Refused(r)) => Err(r),
         Err(Bounded::TooLong) => panic!("an unbounded substitution was too long"),
     };
-    assert_eq!(whole, expected, "{syntax:?}: substitute_in disagrees with the reference");
+    assert_eq!(whole, expected, "{syntax:?}: substitute_as disagrees with the reference");
 
     let mut chunks = Vec::new();
     let mut at = 0;

@@ -19,7 +19,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use http::HeaderValue;
 
-use crate::substitute::{substitute_in, Bounded, Resolve, Syntax};
+use crate::substitute::{substitute_as, Bounded, Resolve, Syntax};
 
 /// Standard base64 (RFC 7617), reading credentials with or without padding, writing them
 /// padded.
@@ -66,8 +66,8 @@ pub(crate) fn substitute_basic(
         Some(colon) => (&credentials[..colon], Some(&credentials[colon + 1..])),
         None => (&credentials[..], None),
     };
-    let new_user = substitute_in(user, Syntax::Plain, resolver, max_len)?;
-    let new_password = password.map(|p| substitute_in(p, Syntax::Plain, resolver, max_len)).transpose()?;
+    let new_user = substitute_as(user, Syntax::Plain, resolver, max_len)?;
+    let new_password = password.map(|p| substitute_as(p, Syntax::Plain, resolver, max_len)).transpose()?;
     let changed = matches!(new_user, Cow::Owned(_)) || matches!(new_password, Some(Cow::Owned(_)));
     if !changed || (matches!(new_user, Cow::Owned(_)) && new_user.contains(&b':')) {
         return Ok(None);

@@ -29,7 +29,7 @@ pub const MAX_TRAILERS: usize = 64 << 10;
 
 /// Incremental placeholder substitution over a sequence of chunks.
 ///
-/// Produces exactly what [`substitute_in`](crate::substitute::substitute_in) would produce
+/// Produces exactly what [`substitute_as`](crate::substitute::substitute_as) would produce
 /// on the concatenated input in the same [`Syntax`], whatever the chunk boundaries, while
 /// holding at most 72 bytes between calls. Chunks without placeholders are forwarded as the
 /// same `Bytes` (no copy), and chunks with placeholders as slices of the input interleaved
@@ -416,7 +416,7 @@ mod tests {
     fn zero_copy_pass_through() {
         let mut s = BodySubstituter::new(resolver());
         let mut out = Vec::new();
-        // `{` early (outside the last 66 bytes) and `/` anywhere are fine.
+        // `{` early (outside the last 72 bytes) and `/` anywhere are fine.
         let mut text = b"{\"json\": {\"path\": \"/a/b\"}} ".to_vec();
         text.extend(std::iter::repeat_n(b'x', 100));
         let chunk = Bytes::from(text);

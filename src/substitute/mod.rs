@@ -19,7 +19,7 @@
 //!   inside `Authorization: Basic` credentials,
 //! - [`substitute_uri`] for the request target (raw and percent-encoded forms,
 //!   inserted values are percent-encoded),
-//! - [`substitute_in`] for any buffer in any [`Syntax`],
+//! - [`substitute_as`] for any buffer in any [`Syntax`],
 //! - [`BodySubstituter`] / [`SubstitutingBody`] for streaming bodies with bounded
 //!   memory and zero-copy pass-through, in the syntax their `Content-Type` selects.
 
@@ -38,7 +38,7 @@ pub use body::{BodySubstituter, SubstitutingBody, MAX_TRAILERS};
 pub use grammar::Syntax;
 pub use headers::substitute_header_map;
 pub use redact::{RedactingBody, Redactions};
-pub use scan::{substitute, substitute_in, substitute_uri, substitute_uri_within, substitute_within, Bounded};
+pub use scan::{substitute, substitute_as, substitute_uri, substitute_uri_within, substitute_within, Bounded};
 
 /// Whether `name` can be written as a placeholder: `[A-Za-z0-9_.-]{1,64}`. Token names and
 /// aliases must pass this, or no function could ever refer to them.

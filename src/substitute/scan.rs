@@ -47,7 +47,7 @@ pub fn substitute_within<'a>(
     resolver: &dyn Resolve,
     max_len: usize,
 ) -> Result<Cow<'a, [u8]>, Bounded> {
-    substitute_in(input, Syntax::Plain, resolver, max_len)
+    substitute_as(input, Syntax::Plain, resolver, max_len)
 }
 
 /// Replaces every placeholder spelled as `syntax` recognises it, escaping each value for
@@ -59,16 +59,14 @@ pub fn substitute_within<'a>(
 ///
 /// [`Bounded::Refused`] for the first placeholder, in any spelling, naming a token the request
 /// may not use; [`Bounded::TooLong`] as above.
-pub fn substitute_in<'a>(
+pub fn substitute_as<'a>(
     input: &'a [u8],
     syntax: Syntax,
     resolver: &dyn Resolve,
     max_len: usize,
 ) -> Result<Cow<'a, [u8]>, Bounded> {
     let grammar = syntax.grammar();
-    // Header values are short: one pass for a byte that can start a placeholder settles
-    // almost all of them, cheaper than setting up a substring search.
-    if !input.iter().any(|&b| grammar.can_start(b)) {
+    if !grammar.may_contain(input) {
         return Ok(Cow::Borrowed(input));
     }
     let mut out: Option<Vec<u8>> = None;
@@ -143,7 +141,7 @@ pub fn substitute_uri_within<'a>(
     resolver: &dyn Resolve,
     max_len: usize,
 ) -> Result<Cow<'a, str>, Bounded> {
-    Ok(match substitute_in(input.as_bytes(), Syntax::Uri, resolver, max_len)? {
+    Ok(match substitute_as(input.as_bytes(), Syntax::Uri, resolver, max_len)? {
         Cow::Borrowed(_) => Cow::Borrowed(input),
         // Text was cut only at ASCII bytes and only ASCII was inserted, so this is UTF-8.
         Cow::Owned(bytes) => {
@@ -162,7 +160,7 @@ mod tests {
     }
 
     fn sub(input: &str, syntax: Syntax) -> Result<String, Bounded> {
-        substitute_in(input.as_bytes(), syntax, &resolver(), usize::MAX)
+        substitute_as(input.as_bytes(), syntax, &resolver(), usize::MAX)
             .map(|c| String::from_utf8(c.into_owned()).unwrap())
     }
 
@@ -193,14 +191,14 @@ mod tests {
     #[test]
     fn a_value_json_cannot_hold_leaves_the_placeholder() {
         let r = MapResolver::default().value("bin", b"\xff").value("a", b"A");
-        let out = substitute_in(b"[\"{/bin}\", \"{/a}\"]", Syntax::Json, &r, usize::MAX).unwrap();
+        let out = substitute_as(b"[\"{/bin}\", \"{/a}\"]", Syntax::Json, &r, usize::MAX).unwrap();
         assert_eq!(&*out, b"[\"{/bin}\", \"A\"]");
     }
 
     #[test]
     fn the_bound_counts_escaped_values() {
         // `v` is 8 bytes, 18 once percent-encoded.
-        assert_eq!(substitute_in(b"{/v}", Syntax::Uri, &resolver(), 17), Err(Bounded::TooLong));
-        assert_eq!(substitute_in(b"{/v}", Syntax::Uri, &resolver(), 18).unwrap().len(), 18);
+        assert_eq!(substitute_as(b"{/v}", Syntax::Uri, &resolver(), 17), Err(Bounded::TooLong));
+        assert_eq!(substitute_as(b"{/v}", Syntax::Uri, &resolver(), 18).unwrap().len(), 18);
     }
 }

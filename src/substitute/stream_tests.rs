@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use crate::substitute::grammar::MAX_CARRY;
 use crate::substitute::tests::MapResolver;
-use crate::substitute::{substitute_in, BodySubstituter, Bounded, Refused, Resolve, Syntax};
+use crate::substitute::{substitute_as, BodySubstituter, Bounded, Refused, Resolve, Syntax};
 
 const SYNTAXES: [Syntax; 4] = [Syntax::Plain, Syntax::Uri, Syntax::Form, Syntax::Json];
 
@@ -29,7 +29,7 @@ fn resolver() -> Arc<dyn Resolve> {
 }
 
 fn whole(body: &[u8], syntax: Syntax, r: &dyn Resolve) -> Result<Vec<u8>, Refused> {
-    match substitute_in(body, syntax, r, usize::MAX) {
+    match substitute_as(body, syntax, r, usize::MAX) {
         Ok(out) => Ok(out.into_owned()),
         Err(Bounded::Refused(refused)) => Err(refused),
         Err(Bounded::TooLong) => unreachable!("unbounded"),
