@@ -84,16 +84,20 @@ impl Syntax {
 
     /// The scanner for this syntax, built once.
     pub(crate) fn grammar(self) -> &'static Grammar {
-        static GRAMMARS: OnceLock<[Grammar; 4]> = OnceLock::new();
-        let all = GRAMMARS.get_or_init(|| {
+        /// One grammar per set of spellings: plain, percent-encoded (URI and form), JSON.
+        static GRAMMARS: OnceLock<[Grammar; 3]> = OnceLock::new();
+        let [plain, percent, json] = GRAMMARS.get_or_init(|| {
             [
                 Grammar::new(&[RAW], &[b"{/"]),
-                Grammar::new(&[RAW, PERCENT_SLASH, PERCENT], &[b"{/", b"%7"]),
                 Grammar::new(&[RAW, PERCENT_SLASH, PERCENT], &[b"{/", b"%7"]),
                 Grammar::new(&[RAW, JSON], &[b"{/", b"{\\/"]),
             ]
         });
-        &all[self as usize]
+        match self {
+            Syntax::Plain => plain,
+            Syntax::Uri | Syntax::Form => percent,
+            Syntax::Json => json,
+        }
     }
 }
 

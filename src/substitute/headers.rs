@@ -27,10 +27,7 @@ pub fn substitute_header_map(headers: &mut HeaderMap, resolver: &dyn Resolve, ma
     }
     for (name, value) in headers.iter_mut() {
         let room = max_bytes - (total - value.len());
-        let basic = match *name == AUTHORIZATION {
-            true => substitute_basic(value.as_bytes(), resolver, room)?,
-            false => None,
-        };
+        let basic = if *name == AUTHORIZATION { substitute_basic(value.as_bytes(), resolver, room)? } else { None };
         let replaced = match basic {
             Some(bytes) => bytes,
             None => match substitute_within(value.as_bytes(), resolver, room)? {
@@ -83,6 +80,21 @@ mod tests {
         over.insert("x", many.parse().unwrap());
         assert_eq!(substitute_header_map(&mut over, &resolver(), 10_000), Err(Bounded::TooLong));
         assert_eq!(small["x"].len(), 10_000);
+    }
+
+    #[test]
+    fn basic_credentials_are_opened_in_authorization_only() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let mut h = HeaderMap::new();
+        h.insert("authorization", format!("Basic {}", b64("u:{/t}")).parse().unwrap());
+        h.insert("x-basic", format!("Basic {}", b64("u:{/t}")).parse().unwrap());
+        substitute_header_map(&mut h, &resolver(), 1000).unwrap();
+        assert_eq!(h["authorization"], format!("Basic {}", b64("u:0123456789")).as_str());
+        assert_eq!(h["x-basic"], format!("Basic {}", b64("u:{/t}")).as_str());
+        let mut refused = HeaderMap::new();
+        refused.insert("authorization", format!("Basic {}", b64("{/other}:")).parse().unwrap());
+        assert!(matches!(substitute_header_map(&mut refused, &resolver(), 1000), Err(Bounded::Refused(_))));
     }
 
     #[test]
