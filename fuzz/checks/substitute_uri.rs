@@ -2,8 +2,8 @@
 // `include!`), so the checked-in corpus is replayed on stable by `cargo test`.
 //
 // `substitute_uri` on arbitrary text:
-// - never panics, and equals a naive reference: raw `{/NAME}` and `%7B%2FNAME%7D` (hex in
-//   either case) are placeholders, values are inserted with every byte but RFC 3986
+// - never panics, and equals a naive reference: raw `{/NAME}`, `%7B%2FNAME%7D` and
+//   `%7B/NAME%7D` (hex in either case) are placeholders, values are inserted with every byte but RFC 3986
 //   unreserved ones `%XX`-encoded, refusals name the first refused placeholder;
 // - when the input is a valid `http::uri::PathAndQuery`, so is the output, and its path part
 //   is only changed where placeholders were.
@@ -57,6 +57,8 @@ fn placeholder_at(input: &[u8], at: usize) -> Option<(usize, &str)> {
         (2, b"}")
     } else if rest.len() >= 6 && rest[..6].eq_ignore_ascii_case(b"%7B%2F") {
         (6, b"%7D")
+    } else if rest.len() >= 4 && rest[..4].eq_ignore_ascii_case(b"%7B/") {
+        (4, b"%7D")
     } else {
         return None;
     };

@@ -21,7 +21,7 @@ use super::timed::{BodyTimedOut, TimedBody};
 use super::{BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::substitute::MAX_TRAILERS;
-use crate::substitute::{substitute_header_map, BodySubstituter, Resolve, SubstitutingBody};
+use crate::substitute::{substitute_header_map, BodySubstituter, Resolve, SubstitutingBody, Syntax};
 
 /// A client's request body with the idle timeout between its chunks applied.
 pub type ClientBody = TimedBody<hyper::body::Incoming>;
@@ -149,7 +149,7 @@ fn rewrite_whole(
     tokens: Arc<dyn Resolve>,
     reservation: Reservation,
 ) -> Result<ProxyBody, ProxyError> {
-    let mut substituter = BodySubstituter::new(Arc::clone(&tokens));
+    let mut substituter = BodySubstituter::with_syntax(Arc::clone(&tokens), Syntax::for_body(headers));
     let mut pieces = Vec::new();
     substituter.push(whole, &mut pieces)?;
     substituter.finish(&mut pieces);
@@ -175,7 +175,7 @@ fn rewrite_whole(
 
 fn streamed(body: Prefixed, method: &Method, headers: &mut HeaderMap, tokens: Arc<dyn Resolve>) -> ProxyBody {
     headers.remove(header::CONTENT_LENGTH);
-    let body = SubstitutingBody::new(body, tokens);
+    let body = SubstitutingBody::with_syntax(body, tokens, Syntax::for_body(headers));
     frame_unusual_body(method, headers, &body);
     body.boxed_unsync()
 }

@@ -71,6 +71,11 @@ async fn run(
     let settings = &snapshot.config.proxy;
     let body = TimedBody::new(body, settings.body_timeout);
     let target = target_of(entry, &parts)?;
+    // Userinfo never goes upstream in the target; a client that put credentials there meant
+    // them as Basic credentials (which then get their placeholders filled like any others).
+    if let (Entry::Proxy(_), Some(basic)) = (entry, crate::substitute::basic_from_userinfo(&parts.uri)) {
+        parts.headers.entry(header::AUTHORIZATION).or_insert(basic);
+    }
     // Invariant 8: routes are matched on one view of the path, and that view is what a
     // routed request sends.
     let path_view = path::match_view(target.path_and_query.path());

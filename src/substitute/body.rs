@@ -3,20 +3,22 @@
 //! Bodies can be large and arrive in arbitrary chunks, so they are rewritten on the
 //! fly: each chunk is scanned once with `memmem`, untouched stretches are forwarded
 //! as zero-copy slices of the incoming `Bytes`, and only a possibly unfinished
-//! placeholder at the very end of a chunk (at most 66 bytes) is held back until the
-//! next chunk decides it.
+//! placeholder at the very end of a chunk (at most 72 bytes, the longest spelling
+//! but one byte) is held back until the next chunk decides it.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context as TaskContext, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::substitute::scan::{is_name_byte, lookup, placeholders, unfinished_tail, MAX_CARRY, MAX_NAME};
-use crate::substitute::{Refused, Resolve};
+use crate::substitute::escape::escape;
+use crate::substitute::grammar::{Shape, MAX_CARRY, MAX_SPELLING};
+use crate::substitute::scan::lookup;
+use crate::substitute::{Refused, Resolve, Syntax};
 
 /// Error type of [`SubstitutingBody`]: boxed so that hyper accepts it and so a
 /// [`Refused`] can be told apart from transport errors by downcasting.
@@ -27,38 +29,34 @@ pub const MAX_TRAILERS: usize = 64 << 10;
 
 /// Incremental placeholder substitution over a sequence of chunks.
 ///
-/// Produces exactly what [`substitute`](crate::substitute::substitute) would produce
-/// on the concatenated input, whatever the chunk boundaries, while holding at most
-/// 66 bytes between calls. Chunks without placeholders are forwarded as the same
-/// `Bytes` (no copy), and chunks with placeholders as slices of the input
-/// interleaved with the resolved values.
+/// Produces exactly what [`substitute_as`](crate::substitute::substitute_as) would produce
+/// on the concatenated input in the same [`Syntax`], whatever the chunk boundaries, while
+/// holding at most 72 bytes between calls. Chunks without placeholders are forwarded as the
+/// same `Bytes` (no copy), and chunks with placeholders as slices of the input interleaved
+/// with the resolved values (escaped for the syntax only when they need it).
 pub struct BodySubstituter {
     resolver: Arc<dyn Resolve>,
-    /// Unfinished placeholder from the end of the previous chunk: `{`, `{/`, or
-    /// `{/` + up to 64 name bytes. Inline so holding it never allocates.
+    syntax: Syntax,
+    /// Unfinished placeholder from the end of the previous chunk (a valid prefix of some
+    /// spelling, at most [`MAX_CARRY`] bytes). Inline so holding it never allocates.
     carry: [u8; MAX_CARRY],
     carry_len: usize,
 }
 
-/// What the start of a chunk did to the held-back carry.
-enum CarryStep {
-    /// The chunk only extended the carry; nothing to emit yet.
-    Held,
-    /// The carry turned out to be text (not a placeholder, or an unknown name).
-    /// The chunk is to be scanned from its start: it holds no `{` before the point
-    /// where the carry was decided, so nothing can be matched twice.
-    Text,
-    /// The carry completed a placeholder that resolved to `value`; scanning
-    /// resumes at `resume` in the chunk, just past the `}`.
-    Replaced { value: Bytes, resume: usize },
-}
-
 impl BodySubstituter {
-    /// Creates a substituter for one body; the resolver should be the request's
-    /// snapshot so the body sees the same tokens as the headers.
+    /// Creates a substituter for one body of any type other than form or JSON (raw `{/NAME}`
+    /// only, values inserted as they are); the resolver should be the request's snapshot so
+    /// the body sees the same tokens as the headers.
     #[must_use]
     pub fn new(resolver: Arc<dyn Resolve>) -> Self {
-        Self { resolver, carry: [0; MAX_CARRY], carry_len: 0 }
+        Self::with_syntax(resolver, Syntax::Plain)
+    }
+
+    /// Creates a substituter for a body of the given syntax (see
+    /// [`Syntax::for_content_type`]).
+    #[must_use]
+    pub fn with_syntax(resolver: Arc<dyn Resolve>, syntax: Syntax) -> Self {
+        Self { resolver, syntax, carry: [0; MAX_CARRY], carry_len: 0 }
     }
 
     /// Feeds the next chunk, appending output pieces to `out`.
@@ -92,7 +90,7 @@ impl BodySubstituter {
         &self.resolver
     }
 
-    /// Number of bytes currently held back (never more than 66). For tests and
+    /// Number of bytes currently held back (never more than 72). For tests and
     /// diagnostics only.
     #[doc(hidden)]
     #[must_use]
@@ -111,72 +109,86 @@ impl BodySubstituter {
         let start = if self.carry_len == 0 {
             0
         } else {
-            match self.complete_carry(&chunk)? {
-                CarryStep::Held => return Ok(()),
-                CarryStep::Text => {
-                    self.finish(out);
-                    0
-                }
-                CarryStep::Replaced { value, resume } => {
-                    self.carry_len = 0;
-                    if !value.is_empty() {
-                        out.push(value);
-                    }
-                    resume
-                }
+            match self.complete_carry(&chunk, out)? {
+                Some(resume) => resume,
+                None => return Ok(()),
             }
         };
         self.scan(chunk, start, out)
     }
 
-    /// Decides the held-back carry using the first bytes of `chunk` (non-empty).
-    /// Inspects at most 66 bytes of the chunk.
-    fn complete_carry(&mut self, chunk: &[u8]) -> Result<CarryStep, Refused> {
-        let carry_len = self.carry_len;
-        // The carry is `{` (needs a `/` next) or `{/` + `have` name bytes.
-        let mut i = 0;
-        if carry_len == 1 {
-            if chunk.first() != Some(&b'/') {
-                return Ok(CarryStep::Text);
+    /// The value to write for `name` in this body's syntax: `None` keeps the placeholder as
+    /// written (unknown name, or a value the syntax cannot hold).
+    fn value_for(&self, name: &str) -> Result<Option<Bytes>, Refused> {
+        Ok(lookup(&*self.resolver, name)?.and_then(|v| escape(v, self.syntax)))
+    }
+
+    /// Decides the held-back carry with the first bytes of `chunk` (non-empty), emitting what
+    /// it turned into. Returns where scanning resumes in `chunk`, or `None` when the whole
+    /// chunk joined the carry. Looks at no more than [`MAX_SPELLING`] bytes of the chunk.
+    fn complete_carry(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) -> Result<Option<usize>, Refused> {
+        let grammar = self.syntax.grammar();
+        let carried = self.carry_len;
+        let taken = chunk.len().min(MAX_SPELLING);
+        // A placeholder that starts in the carry ends within MAX_SPELLING bytes of its start,
+        // so the carry plus this much of the chunk decides every one of them.
+        let mut joined = [0u8; MAX_CARRY + MAX_SPELLING];
+        joined[..carried].copy_from_slice(self.carry());
+        joined[carried..carried + taken].copy_from_slice(&chunk[..taken]);
+        let joined = &joined[..carried + taken];
+        let mut emitted = 0;
+        let mut at = 0;
+        while at < carried {
+            if !grammar.can_start(joined[at]) {
+                at += 1;
+                continue;
             }
-            i = 1;
+            match grammar.shape_at(joined, at) {
+                Shape::Complete { name, end } => {
+                    // Name bytes are ASCII.
+                    let name = std::str::from_utf8(&joined[name.0..name.1]).unwrap_or_default();
+                    if let Some(value) = self.value_for(name)? {
+                        if at > emitted {
+                            out.push(Bytes::copy_from_slice(&joined[emitted..at]));
+                        }
+                        if !value.is_empty() {
+                            out.push(value);
+                        }
+                        emitted = end;
+                    }
+                    at = end;
+                }
+                // Only when the chunk was too short to decide: it all joins the carry, which
+                // stays a prefix of one spelling and so within MAX_CARRY bytes.
+                Shape::Unfinished if taken == chunk.len() && joined.len() - at <= MAX_CARRY => {
+                    if at > emitted {
+                        out.push(Bytes::copy_from_slice(&joined[emitted..at]));
+                    }
+                    let held = joined.len() - at;
+                    let mut kept = [0u8; MAX_CARRY];
+                    kept[..held].copy_from_slice(&joined[at..]);
+                    self.carry = kept;
+                    self.carry_len = held;
+                    return Ok(None);
+                }
+                Shape::Unfinished | Shape::Invalid => at += 1,
+            }
         }
-        let have = carry_len + i - 2;
-        let room = MAX_NAME.saturating_sub(have);
-        let rest = &chunk[i..];
-        let window = &rest[..rest.len().min(room + 1)];
-        match window.iter().position(|&b| !is_name_byte(b)) {
-            // Name would exceed 64 bytes.
-            None if window.len() > room => Ok(CarryStep::Text),
-            // Still unfinished: the whole chunk joins the carry (fits, see `room`).
-            None => {
-                self.carry[carry_len..carry_len + chunk.len()].copy_from_slice(chunk);
-                self.carry_len += chunk.len();
-                Ok(CarryStep::Held)
-            }
-            Some(n) if window[n] == b'}' && have + n > 0 => {
-                let mut name = [0u8; MAX_NAME];
-                name[..have].copy_from_slice(&self.carry[2..2 + have]);
-                name[have..have + n].copy_from_slice(&rest[..n]);
-                let Ok(name) = std::str::from_utf8(&name[..have + n]) else {
-                    return Ok(CarryStep::Text);
-                };
-                Ok(match lookup(&*self.resolver, name)? {
-                    Some(value) => CarryStep::Replaced { value, resume: i + n + 1 },
-                    None => CarryStep::Text,
-                })
-            }
-            Some(_) => Ok(CarryStep::Text),
+        if emitted < carried {
+            out.push(Bytes::copy_from_slice(&joined[emitted..carried]));
         }
+        self.carry_len = 0;
+        Ok(Some(emitted.saturating_sub(carried)))
     }
 
     /// Scans `chunk[start..]` with an empty carry: emits text slices and values,
     /// and holds back an unfinished placeholder at the end.
     fn scan(&mut self, chunk: Bytes, start: usize, out: &mut Vec<Bytes>) -> Result<(), Refused> {
-        let tail = start + unfinished_tail(&chunk[start..]);
+        let grammar = self.syntax.grammar();
+        let tail = start + grammar.unfinished_tail(&chunk[start..]);
         let mut emitted = start;
-        for ph in placeholders(&chunk[start..tail]) {
-            if let Some(value) = lookup(&*self.resolver, ph.name)? {
+        for ph in grammar.placeholders(&chunk[start..tail]) {
+            if let Some(value) = self.value_for(ph.name)? {
                 let ph_start = start + ph.start;
                 if ph_start > emitted {
                     out.push(chunk.slice(emitted..ph_start));
@@ -210,7 +222,7 @@ pin_project_lite::pin_project! {
     /// An [`http_body::Body`] that substitutes placeholders in the data frames of
     /// the body it wraps.
     ///
-    /// Data is forwarded as it arrives (no buffering beyond the 66-byte carry), so
+    /// Data is forwarded as it arrives (no buffering beyond the 72-byte carry), so
     /// large uploads stream through. Trailers pass through unchanged after the
     /// held-back bytes are flushed. A forbidden placeholder ends the body with a
     /// boxed [`Refused`] error; data before it may already have been sent, so a
@@ -233,11 +245,16 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> SubstitutingBody<B> {
-    /// Wraps `inner`, resolving placeholders with `resolver`.
+    /// Wraps `inner`, resolving raw `{/NAME}` placeholders with `resolver`.
     pub fn new(inner: B, resolver: Arc<dyn Resolve>) -> Self {
+        Self::with_syntax(inner, resolver, Syntax::Plain)
+    }
+
+    /// Wraps `inner`, a body of the given syntax (see [`Syntax::for_content_type`]).
+    pub fn with_syntax(inner: B, resolver: Arc<dyn Resolve>, syntax: Syntax) -> Self {
         Self {
             inner,
-            subst: BodySubstituter::new(resolver),
+            subst: BodySubstituter::with_syntax(resolver, syntax),
             scratch: Vec::new(),
             pending: VecDeque::new(),
             held: None,
@@ -254,7 +271,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         loop {
             if let Some(data) = this.pending.pop_front() {
@@ -399,7 +416,7 @@ mod tests {
     fn zero_copy_pass_through() {
         let mut s = BodySubstituter::new(resolver());
         let mut out = Vec::new();
-        // `{` early (outside the last 66 bytes) and `/` anywhere are fine.
+        // `{` early (outside the last 72 bytes) and `/` anywhere are fine.
         let mut text = b"{\"json\": {\"path\": \"/a/b\"}} ".to_vec();
         text.extend(std::iter::repeat_n(b'x', 100));
         let chunk = Bytes::from(text);
@@ -570,7 +587,7 @@ mod tests {
         type Error = std::io::Error;
         fn poll_frame(
             mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
+            _cx: &mut TaskContext<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             Poll::Ready(self.0.pop_front())
         }

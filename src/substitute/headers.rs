@@ -1,13 +1,19 @@
 //! Substitution over a whole header section (request headers, and trailers).
 
 use bytes::Bytes;
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 
+use crate::substitute::basic::substitute_basic;
 use crate::substitute::{substitute_within, Bounded, Resolve};
 
 /// Fills placeholders in every value of `headers`, keeping the section (names and values)
-/// within `max_bytes` once filled. A value whose result is not a valid header value (a
-/// token with a newline, say) is left as written rather than forwarded malformed.
+/// within `max_bytes` once filled. Header values take the raw `{/NAME}` spelling only (no
+/// client percent-encodes a header value, and the sidecar could not know how a header's
+/// consumer would decode one), with the value inserted as it is; `Authorization: Basic`
+/// credentials are also searched inside their base64. A value whose result is not a valid
+/// header value (a token with a newline, say) is left as written rather than forwarded
+/// malformed.
 ///
 /// # Errors
 ///
@@ -19,11 +25,15 @@ pub fn substitute_header_map(headers: &mut HeaderMap, resolver: &dyn Resolve, ma
     if total > max_bytes {
         return Err(Bounded::TooLong);
     }
-    for value in headers.values_mut() {
+    for (name, value) in headers.iter_mut() {
         let room = max_bytes - (total - value.len());
-        let replaced = match substitute_within(value.as_bytes(), resolver, room)? {
-            std::borrow::Cow::Borrowed(_) => continue,
-            std::borrow::Cow::Owned(bytes) => bytes,
+        let basic = if *name == AUTHORIZATION { substitute_basic(value.as_bytes(), resolver, room)? } else { None };
+        let replaced = match basic {
+            Some(bytes) => bytes,
+            None => match substitute_within(value.as_bytes(), resolver, room)? {
+                std::borrow::Cow::Borrowed(_) => continue,
+                std::borrow::Cow::Owned(bytes) => bytes,
+            },
         };
         // From the owned buffer, so the (long) token is not copied again.
         if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(replaced)) {
@@ -70,6 +80,21 @@ mod tests {
         over.insert("x", many.parse().unwrap());
         assert_eq!(substitute_header_map(&mut over, &resolver(), 10_000), Err(Bounded::TooLong));
         assert_eq!(small["x"].len(), 10_000);
+    }
+
+    #[test]
+    fn basic_credentials_are_opened_in_authorization_only() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let mut h = HeaderMap::new();
+        h.insert("authorization", format!("Basic {}", b64("u:{/t}")).parse().unwrap());
+        h.insert("x-basic", format!("Basic {}", b64("u:{/t}")).parse().unwrap());
+        substitute_header_map(&mut h, &resolver(), 1000).unwrap();
+        assert_eq!(h["authorization"], format!("Basic {}", b64("u:0123456789")).as_str());
+        assert_eq!(h["x-basic"], format!("Basic {}", b64("u:{/t}")).as_str());
+        let mut refused = HeaderMap::new();
+        refused.insert("authorization", format!("Basic {}", b64("{/other}:")).parse().unwrap());
+        assert!(matches!(substitute_header_map(&mut refused, &resolver(), 1000), Err(Bounded::Refused(_))));
     }
 
     #[test]

@@ -6,32 +6,44 @@
 //! and how to rewrite bytes; which name maps to which token (and whether the matched
 //! route may use it) is decided by a [`Resolve`] implementation supplied per request.
 //!
-//! Grammar: `{/` + NAME + `}` where NAME is 1 to 64 bytes of `[A-Za-z0-9_.-]`.
-//! Anything that does not match exactly is ordinary text and passes through
-//! unchanged, so payloads that merely contain braces and slashes (JSON, regexes,
-//! templating languages) are never mangled.
+//! Grammar: `{/` + NAME + `}` where NAME is 1 to 64 bytes of `[A-Za-z0-9_.-]`, plus the
+//! encoded spellings clients produce from it, each recognised only where a client produces
+//! it (see `grammar.rs` and [`Syntax`]). Anything that does not match exactly is ordinary
+//! text and passes through unchanged, so payloads that merely contain braces and slashes
+//! (JSON, regexes, templating languages) are never mangled. An inserted value is escaped for
+//! where it lands (percent-encoded in a URI or form, JSON-escaped in JSON).
 //!
 //! Entry points:
-//! - [`substitute`] for header values (borrowed result when nothing changed),
+//! - [`substitute`] for header values (borrowed result when nothing changed), and
+//!   [`substitute_header_map`] for a whole header section, which also fills placeholders
+//!   inside `Authorization: Basic` credentials,
 //! - [`substitute_uri`] for the request target (raw and percent-encoded forms,
 //!   inserted values are percent-encoded),
+//! - [`substitute_as`] for any buffer in any [`Syntax`],
 //! - [`BodySubstituter`] / [`SubstitutingBody`] for streaming bodies with bounded
-//!   memory and zero-copy pass-through.
+//!   memory and zero-copy pass-through, in the syntax their `Content-Type` selects.
 
+mod basic;
 mod body;
+mod escape;
+mod grammar;
 mod headers;
 mod redact;
 mod scan;
+#[cfg(test)]
+mod stream_tests;
 
+pub use basic::basic_from_userinfo;
 pub use body::{BodySubstituter, SubstitutingBody, MAX_TRAILERS};
+pub use grammar::Syntax;
 pub use headers::substitute_header_map;
 pub use redact::{RedactingBody, Redactions};
-pub use scan::{substitute, substitute_uri, substitute_uri_within, substitute_within, Bounded};
+pub use scan::{substitute, substitute_as, substitute_uri, substitute_uri_within, substitute_within, Bounded};
 
 /// Whether `name` can be written as a placeholder: `[A-Za-z0-9_.-]{1,64}`. Token names and
 /// aliases must pass this, or no function could ever refer to them.
 pub fn is_valid_name(name: &str) -> bool {
-    (1..=scan::MAX_NAME).contains(&name.len()) && name.bytes().all(scan::is_name_byte)
+    (1..=grammar::MAX_NAME).contains(&name.len()) && name.bytes().all(grammar::is_name_byte)
 }
 
 /// The names of every complete placeholder in `text`, in order: config checks use it to
@@ -259,6 +271,7 @@ pub(crate) mod tests {
     #[test]
     fn uri_hex_is_case_insensitive() {
         assert_eq!(uri("/%7b%2fa%7d").unwrap(), "/A");
+        assert_eq!(uri("/%7B/a%7D?x=%7b/b%7d").unwrap(), "/A?x=BB");
         assert_eq!(uri("/%7B%2fa%7d?x=%7b%2Fb%7D").unwrap(), "/A?x=BB");
     }
 
@@ -280,7 +293,9 @@ pub(crate) mod tests {
             "/%7B%2Fa%7",
             "/%7B%2Fa b%7D",
             "/{%2Fa}",
-            "/%7B/a%7D",
+            "/%7B/a}",
+            "/{/a%7D",
+            "/%257B%252Fa%257D",
             "/%",
             "/%7",
             "/%7B%2",
@@ -291,6 +306,7 @@ pub(crate) mod tests {
             assert_eq!(out, s);
         }
         assert_eq!(uri("/%7B%2Fsecret%7D").unwrap_err().name, "secret".to_owned());
+        assert_eq!(uri("/%7b/secret%7D").unwrap_err().name, "secret".to_owned());
         assert_eq!(uri("/{/secret}").unwrap_err().name, "secret".to_owned());
         // Non-ASCII text around a replacement survives.
         assert_eq!(uri("/ü{/a}ü").unwrap(), "/üAü");

@@ -1,120 +1,18 @@
-//! Placeholder recognition on byte slices, shared by the header, URI and body paths.
-//!
-//! The grammar has a property the streaming code relies on: after its opening `{`
-//! a placeholder contains no further `{`. So placeholders never overlap, every `{/`
-//! can be judged on its own, and at the end of a buffer only the *last* `{` can
-//! start an unfinished placeholder.
+//! Substitution over a whole buffer (header values, the request target, a body read whole),
+//! in any [`Syntax`]: the grammar says where placeholders are, the syntax's escaping says
+//! what replaces them.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
 
 use bytes::Bytes;
-use memchr::memmem::Finder;
 
-use crate::substitute::{RefusalKind, Refused, Resolution, Resolve};
+use crate::substitute::escape::{escaped_len, write_escaped};
+use crate::substitute::grammar::Placeholder;
+use crate::substitute::{RefusalKind, Refused, Resolution, Resolve, Syntax};
 
-/// Longest allowed placeholder name.
-pub(crate) const MAX_NAME: usize = 64;
-/// Longest possible unfinished placeholder (`{/` + 64 name bytes, no `}` yet): the
-/// most a stream ever has to hold back.
-pub(crate) const MAX_CARRY: usize = MAX_NAME + 2;
-
-/// Bytes allowed in a placeholder name: `[A-Za-z0-9_.-]`. A table keeps the check
-/// branch-free on the short name runs we inspect.
-static NAME_BYTE: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-';
-        b += 1;
-    }
-    table
-};
-
-/// Whether `b` may appear in a placeholder name.
-#[inline]
-pub(crate) fn is_name_byte(b: u8) -> bool {
-    NAME_BYTE[usize::from(b)]
-}
-
-/// The `{/` searcher, built once: constructing a SIMD searcher per header value or
-/// per body would cost more than scanning a typical header.
-fn opener() -> &'static Finder<'static> {
-    static OPENER: OnceLock<Finder<'static>> = OnceLock::new();
-    OPENER.get_or_init(|| Finder::new(b"{/"))
-}
-
-/// How the text after a `{/` continues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
-    /// A full placeholder ending just before `end` (exclusive index past the `}`).
-    Complete { end: usize },
-    /// Valid so far but the buffer ends before the closing `}`.
-    Unfinished,
-    /// Cannot become a placeholder.
-    Invalid,
-}
-
-/// Classifies the placeholder candidate starting at `at`, where `hay[at..]` begins
-/// with `{/`. Looks at no more than 65 bytes past the opener.
-pub(crate) fn shape_at(hay: &[u8], at: usize) -> Shape {
-    let name_start = at + 2;
-    let limit = hay.len().min(name_start + MAX_NAME + 1);
-    let window = hay.get(name_start..limit).unwrap_or_default();
-    match window.iter().position(|&b| !is_name_byte(b)) {
-        Some(0) => Shape::Invalid,
-        Some(n) if window[n] == b'}' => Shape::Complete { end: name_start + n + 1 },
-        Some(_) => Shape::Invalid,
-        None if window.len() > MAX_NAME => Shape::Invalid,
-        None => Shape::Unfinished,
-    }
-}
-
-/// One complete placeholder found in a buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Placeholder<'a> {
-    /// Index of the `{`.
-    pub(crate) start: usize,
-    /// Index just past the `}`.
-    pub(crate) end: usize,
-    /// The validated name.
-    pub(crate) name: &'a str,
-}
-
-/// All complete placeholders in `hay`, in order. Runs at `memmem` speed between
-/// candidates; unfinished ones at the end of `hay` are not reported.
+/// All complete raw `{/NAME}` placeholders in `hay`, in order.
 pub(crate) fn placeholders(hay: &[u8]) -> impl Iterator<Item = Placeholder<'_>> + '_ {
-    opener().find_iter(hay).filter_map(move |at| match shape_at(hay, at) {
-        Shape::Complete { end } => Some(Placeholder {
-            start: at,
-            end,
-            // Name bytes are ASCII, so this never fails; treat failure as text.
-            name: std::str::from_utf8(hay.get(at + 2..end - 1)?).ok()?,
-        }),
-        Shape::Unfinished | Shape::Invalid => None,
-    })
-}
-
-/// Index where an unfinished placeholder (`{`, `{/` or `{/` + up to 64 name bytes)
-/// begins at the very end of `hay`, or `hay.len()` if there is none. Only the last
-/// 66 bytes are inspected, with one `memrchr`.
-pub(crate) fn unfinished_tail(hay: &[u8]) -> usize {
-    let from = hay.len().saturating_sub(MAX_CARRY);
-    let Some(i) = memchr::memrchr(b'{', &hay[from..]) else {
-        return hay.len();
-    };
-    let at = from + i;
-    let unfinished = match hay.get(at + 1) {
-        None => true,
-        Some(b'/') => shape_at(hay, at) == Shape::Unfinished,
-        Some(_) => false,
-    };
-    if unfinished {
-        at
-    } else {
-        hay.len()
-    }
+    Syntax::Plain.grammar().placeholders(hay)
 }
 
 /// Asks the resolver about `name`: `Some(value)` to replace, `None` to keep the text.
@@ -149,24 +47,43 @@ pub fn substitute_within<'a>(
     resolver: &dyn Resolve,
     max_len: usize,
 ) -> Result<Cow<'a, [u8]>, Bounded> {
-    // Header values are short: one memchr for `{` settles almost all of them, cheaper than
-    // setting up a substring search.
-    if memchr::memchr(b'{', input).is_none() {
+    substitute_as(input, Syntax::Plain, resolver, max_len)
+}
+
+/// Replaces every placeholder spelled as `syntax` recognises it, escaping each value for
+/// `syntax`, and stops with [`Bounded::TooLong`] once the result would exceed `max_len`.
+/// A value that cannot be written in `syntax` (not UTF-8, in JSON) leaves its placeholder as
+/// written. Returns `Cow::Borrowed` when nothing was replaced.
+///
+/// # Errors
+///
+/// [`Bounded::Refused`] for the first placeholder, in any spelling, naming a token the request
+/// may not use; [`Bounded::TooLong`] as above.
+pub fn substitute_as<'a>(
+    input: &'a [u8],
+    syntax: Syntax,
+    resolver: &dyn Resolve,
+    max_len: usize,
+) -> Result<Cow<'a, [u8]>, Bounded> {
+    let grammar = syntax.grammar();
+    if !grammar.may_contain(input) {
         return Ok(Cow::Borrowed(input));
     }
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
-    for ph in placeholders(input) {
-        if let Some(value) = lookup(resolver, ph.name)? {
-            let grown = out.as_ref().map_or(0, Vec::len) + (ph.start - copied) + value.len();
-            if grown.saturating_add(input.len() - ph.end) > max_len {
-                return Err(Bounded::TooLong);
-            }
-            let buf = out.get_or_insert_with(|| Vec::with_capacity(input.len() + value.len()));
-            buf.extend_from_slice(&input[copied..ph.start]);
-            buf.extend_from_slice(&value);
-            copied = ph.end;
+    for ph in grammar.placeholders(input) {
+        let Some(value) = lookup(resolver, ph.name)? else { continue };
+        let grown = out.as_ref().map_or(0, Vec::len) + (ph.start - copied) + escaped_len(&value, syntax);
+        if grown.saturating_add(input.len() - ph.end) > max_len {
+            return Err(Bounded::TooLong);
         }
+        let buf = out.get_or_insert_with(|| Vec::with_capacity(input.len() + value.len()));
+        buf.extend_from_slice(&input[copied..ph.start]);
+        if !write_escaped(&value, syntax, buf) {
+            // Cannot be written here: the placeholder stays as written.
+            buf.extend_from_slice(&input[ph.start..ph.end]);
+        }
+        copied = ph.end;
     }
     Ok(match out {
         None => Cow::Borrowed(input),
@@ -203,15 +120,15 @@ fn without_limit<T>(result: Result<T, Bounded>) -> Result<T, Refused> {
 
 /// Replaces placeholders in a request target (path and query).
 ///
-/// Clients and URL builders often percent-encode `{` and `/`, so besides the raw
-/// `{/NAME}` this also recognises `%7B%2FNAME%7D` with hex digits in either case.
-/// Inserted values are percent-encoded (everything but RFC 3986 unreserved bytes
-/// becomes `%XX`) so the result is still a valid target whatever the token holds.
-/// Returns `Cow::Borrowed` when nothing was replaced.
+/// Clients and URL builders percent-encode `{` and often `/`, so besides the raw
+/// `{/NAME}` this also recognises `%7B%2FNAME%7D` and `%7B/NAME%7D` with hex digits in
+/// either case ([`Syntax::Uri`]). Inserted values are percent-encoded (everything but
+/// RFC 3986 unreserved bytes becomes `%XX`) so the result is still a valid target whatever
+/// the token holds. Returns `Cow::Borrowed` when nothing was replaced.
 ///
 /// # Errors
 ///
-/// [`Refused`] for the first placeholder (in either form) naming a token the
+/// [`Refused`] for the first placeholder (in any spelling) naming a token the
 /// route does not bind.
 pub fn substitute_uri<'a>(input: &'a str, resolver: &dyn Resolve) -> Result<Cow<'a, str>, Refused> {
     without_limit(substitute_uri_within(input, resolver, usize::MAX))
@@ -224,159 +141,64 @@ pub fn substitute_uri_within<'a>(
     resolver: &dyn Resolve,
     max_len: usize,
 ) -> Result<Cow<'a, str>, Bounded> {
-    let bytes = input.as_bytes();
-    let mut out: Option<String> = None;
-    let mut copied = 0;
-    let mut pos = 0;
-    while let Some(i) = memchr::memchr2(b'{', b'%', &bytes[pos..]) {
-        let at = pos + i;
-        let found = if bytes[at] == b'{' { raw_at(bytes, at) } else { encoded_at(bytes, at) };
-        let Some((end, name)) = found else {
-            pos = at + 1;
-            continue;
-        };
-        if let Some(value) = lookup(resolver, name)? {
-            // Worst case every byte of the value is percent-encoded.
-            let grown = out.as_ref().map_or(0, String::len) + (at - copied) + encoded_len(&value);
-            if grown.saturating_add(input.len() - end) > max_len {
-                return Err(Bounded::TooLong);
-            }
-            let buf = out.get_or_insert_with(|| String::with_capacity(input.len() + 3 * value.len()));
-            // `copied` and `at` sit on ASCII bytes, so both are char boundaries.
-            buf.push_str(&input[copied..at]);
-            percent_encode_into(&value, buf);
-            copied = end;
-        }
-        pos = end;
-    }
-    Ok(match out {
-        None => Cow::Borrowed(input),
-        Some(mut buf) => {
-            buf.push_str(&input[copied..]);
-            Cow::Owned(buf)
+    Ok(match substitute_as(input.as_bytes(), Syntax::Uri, resolver, max_len)? {
+        Cow::Borrowed(_) => Cow::Borrowed(input),
+        // Text was cut only at ASCII bytes and only ASCII was inserted, so this is UTF-8.
+        Cow::Owned(bytes) => {
+            Cow::Owned(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
         }
     })
-}
-
-/// RFC 3986 unreserved bytes, which need no percent-encoding anywhere in a URI.
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-/// The length of `value` once percent-encoded by [`percent_encode_into`].
-fn encoded_len(value: &[u8]) -> usize {
-    value.iter().map(|&b| if is_unreserved(b) { 1 } else { 3 }).sum()
-}
-
-/// A raw `{/NAME}` at `at` (where `bytes[at] == b'{'`): end index and name.
-fn raw_at(bytes: &[u8], at: usize) -> Option<(usize, &str)> {
-    if bytes.get(at + 1) != Some(&b'/') {
-        return None;
-    }
-    match shape_at(bytes, at) {
-        Shape::Complete { end } => Some((end, std::str::from_utf8(&bytes[at + 2..end - 1]).ok()?)),
-        Shape::Unfinished | Shape::Invalid => None,
-    }
-}
-
-/// An encoded `%7B%2FNAME%7D` at `at` (where `bytes[at] == b'%'`): end index and name.
-fn encoded_at(bytes: &[u8], at: usize) -> Option<(usize, &str)> {
-    const OPEN: &[u8] = b"%7B%2F";
-    const CLOSE: &[u8] = b"%7D";
-    let rest = bytes.get(at..)?;
-    if !rest.get(..OPEN.len())?.eq_ignore_ascii_case(OPEN) {
-        return None;
-    }
-    let after_open = &rest[OPEN.len()..];
-    let window = &after_open[..after_open.len().min(MAX_NAME + 1)];
-    let n = window.iter().position(|&b| !is_name_byte(b))?;
-    if n == 0 || !after_open[n..].get(..CLOSE.len())?.eq_ignore_ascii_case(CLOSE) {
-        return None;
-    }
-    let name = std::str::from_utf8(&after_open[..n]).ok()?;
-    Some((at + OPEN.len() + n + CLOSE.len(), name))
-}
-
-/// Appends `value` to `out`, keeping RFC 3986 unreserved bytes and `%XX`-encoding
-/// everything else (upper-case hex, as the RFC recommends).
-fn percent_encode_into(value: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let unreserved = is_unreserved;
-    // Runs of unreserved bytes (all of a JWT) are copied at once.
-    let mut rest = value;
-    while !rest.is_empty() {
-        let run = rest.iter().position(|&b| !unreserved(b)).unwrap_or(rest.len());
-        let (plain, tail) = rest.split_at(run);
-        // Unreserved bytes are ASCII, so this never fails.
-        out.push_str(std::str::from_utf8(plain).unwrap_or_default());
-        if let Some((&b, after)) = tail.split_first() {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-            rest = after;
-        } else {
-            rest = tail;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::substitute::tests::MapResolver;
+
+    fn resolver() -> MapResolver {
+        MapResolver::default().value("a", b"A").value("v", "a\"b&c ü".as_bytes()).forbidden("no")
+    }
+
+    fn sub(input: &str, syntax: Syntax) -> Result<String, Bounded> {
+        substitute_as(input.as_bytes(), syntax, &resolver(), usize::MAX)
+            .map(|c| String::from_utf8(c.into_owned()).unwrap())
+    }
 
     #[test]
-    fn name_bytes() {
-        for b in 0..=255u8 {
-            let expected = b.is_ascii_alphanumeric() || b"_.-".contains(&b);
-            assert_eq!(is_name_byte(b), expected, "byte {b}");
+    fn each_context_escapes_its_own_way() {
+        assert_eq!(sub("x={/v}", Syntax::Plain).unwrap(), "x=a\"b&c ü");
+        assert_eq!(sub("x=%7B%2Fv%7D", Syntax::Form).unwrap(), "x=a%22b%26c%20%C3%BC");
+        assert_eq!(sub("x={/v}", Syntax::Form).unwrap(), "x=a%22b%26c%20%C3%BC");
+        assert_eq!(sub(r#"{"x":"{\/v}"}"#, Syntax::Json).unwrap(), r#"{"x":"a\"b&c ü"}"#);
+        assert_eq!(sub(r#"{"x":"{/v}"}"#, Syntax::Json).unwrap(), r#"{"x":"a\"b&c ü"}"#);
+    }
+
+    #[test]
+    fn refusals_in_every_spelling_of_every_context() {
+        for (syntax, spellings) in [
+            (Syntax::Plain, &["{/no}"][..]),
+            (Syntax::Uri, &["{/no}", "%7B%2Fno%7D", "%7b/no%7d", "%7B/no%7D"][..]),
+            (Syntax::Form, &["{/no}", "%7B%2Fno%7D", "%7b%2fno%7D"][..]),
+            (Syntax::Json, &["{/no}", "{\\/no}"][..]),
+        ] {
+            for s in spellings {
+                let err = sub(&format!("k={s}&a={{/a}}"), syntax).unwrap_err();
+                assert_eq!(err, Bounded::Refused(Refused { name: "no".into(), kind: RefusalKind::NotBound }), "{s}");
+            }
         }
     }
 
     #[test]
-    fn shapes() {
-        assert_eq!(shape_at(b"{/a}", 0), Shape::Complete { end: 4 });
-        assert_eq!(shape_at(b"xx{/ab}yy", 2), Shape::Complete { end: 7 });
-        assert_eq!(shape_at(b"{/", 0), Shape::Unfinished);
-        assert_eq!(shape_at(b"{/abc", 0), Shape::Unfinished);
-        assert_eq!(shape_at(b"{/}", 0), Shape::Invalid);
-        assert_eq!(shape_at(b"{/a b}", 0), Shape::Invalid);
-        assert_eq!(shape_at(b"{/a{", 0), Shape::Invalid);
-        let n64 = format!("{{/{}", "n".repeat(64));
-        let n65 = format!("{{/{}", "n".repeat(65));
-        assert_eq!(shape_at(n64.as_bytes(), 0), Shape::Unfinished);
-        assert_eq!(shape_at(n65.as_bytes(), 0), Shape::Invalid);
-        assert_eq!(shape_at(format!("{n64}}}").as_bytes(), 0), Shape::Complete { end: 67 });
-        assert_eq!(shape_at(format!("{n65}}}").as_bytes(), 0), Shape::Invalid);
+    fn a_value_json_cannot_hold_leaves_the_placeholder() {
+        let r = MapResolver::default().value("bin", b"\xff").value("a", b"A");
+        let out = substitute_as(b"[\"{/bin}\", \"{/a}\"]", Syntax::Json, &r, usize::MAX).unwrap();
+        assert_eq!(&*out, b"[\"{/bin}\", \"A\"]");
     }
 
     #[test]
-    fn placeholder_iteration() {
-        let hay = b"{/a}{{/b}}{/}{/c d}{/e";
-        let found: Vec<_> = placeholders(hay).map(|p| (p.start, p.end, p.name)).collect();
-        assert_eq!(found, vec![(0, 4, "a"), (5, 9, "b")]);
-    }
-
-    #[test]
-    fn unfinished_tails() {
-        assert_eq!(unfinished_tail(b""), 0);
-        assert_eq!(unfinished_tail(b"abc"), 3);
-        assert_eq!(unfinished_tail(b"abc{"), 3);
-        assert_eq!(unfinished_tail(b"abc{/"), 3);
-        assert_eq!(unfinished_tail(b"abc{/na.me"), 3);
-        assert_eq!(unfinished_tail(b"abc{/name}"), 10);
-        assert_eq!(unfinished_tail(b"abc{x"), 5);
-        assert_eq!(unfinished_tail(b"{/a b"), 5);
-        assert_eq!(unfinished_tail(b"{/a{"), 3);
-        let n64 = format!("..{{/{}", "n".repeat(64));
-        assert_eq!(unfinished_tail(n64.as_bytes()), 2);
-        let n65 = format!("..{{/{}", "n".repeat(65));
-        assert_eq!(unfinished_tail(n65.as_bytes()), n65.len());
-    }
-
-    #[test]
-    fn percent_encoding() {
-        let mut s = String::new();
-        percent_encode_into(b"aZ09-._~ /%{}\x7f\x80", &mut s);
-        assert_eq!(s, "aZ09-._~%20%2F%25%7B%7D%7F%80");
+    fn the_bound_counts_escaped_values() {
+        // `v` is 8 bytes, 18 once percent-encoded.
+        assert_eq!(substitute_as(b"{/v}", Syntax::Uri, &resolver(), 17), Err(Bounded::TooLong));
+        assert_eq!(substitute_as(b"{/v}", Syntax::Uri, &resolver(), 18).unwrap().len(), 18);
     }
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod config;
+mod encodings;
 mod exchange;
 mod fleet;
 mod ops;

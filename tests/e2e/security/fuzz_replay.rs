@@ -15,6 +15,10 @@ mod substitute_uri {
     include!(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/checks/substitute_uri.rs"));
 }
 
+mod substitute_syntax {
+    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/checks/substitute_syntax.rs"));
+}
+
 mod config_parse {
     include!(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/checks/config_parse.rs"));
 }
@@ -71,6 +75,11 @@ fn substitute_stream_corpus() {
 #[test]
 fn substitute_uri_corpus() {
     replay("substitute_uri", substitute_uri::check);
+}
+
+#[test]
+fn substitute_syntax_corpus() {
+    replay("substitute_syntax", substitute_syntax::check);
 }
 
 #[test]

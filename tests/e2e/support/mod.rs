@@ -7,6 +7,8 @@
 //!   goes through (it clears the proxy environment);
 //! - [`raw`]: raw HTTP/1.1 on a socket; [`tunnel`]: CONNECT and TLS inside it;
 //! - [`idp`]: the mock identity provider (a scripted, recording token endpoint);
+//! - [`git_server`]: a git smart-HTTP server over TLS (`git http-backend` as CGI) that asks for
+//!   Basic credentials;
 //! - [`jwt`]: the independent JWT verifier; [`keys`]: key material; [`ca`]: test CAs and TLS
 //!   client configs;
 //! - [`metrics`]: the `/metrics` parser; [`logs`]: log capture and leak searches;
@@ -16,6 +18,7 @@
 pub mod ca;
 pub mod client;
 pub mod config;
+pub mod git_server;
 pub mod idp;
 pub mod jwt;
 pub mod keys;

@@ -1,0 +1,168 @@
+//! What a value becomes where it is inserted: the escaping each [`Syntax`] needs.
+//!
+//! A JWT (base64url and dots) needs no escaping anywhere, so for the usual token every
+//! function here is a scan that finds nothing to do and hands the value back without a copy.
+//! Static secrets and exchanged tokens can hold any byte, and written unescaped they would
+//! break out of their place: a `&` ends a form field, a `"` ends a JSON string, a `/` or `?`
+//! changes what a URI names.
+
+use bytes::Bytes;
+
+use crate::substitute::Syntax;
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// RFC 3986 unreserved bytes, which need no percent-encoding anywhere in a URI or a form.
+#[inline]
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Whether `b` must be escaped inside a JSON string (RFC 8259 section 7).
+#[inline]
+fn json_needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// `value` as it must be written in `syntax`, or `None` when it cannot be written there at
+/// all (a JSON string holds only UTF-8). Returns the same buffer, uncopied, when nothing
+/// needs escaping.
+pub(crate) fn escape(value: Bytes, syntax: Syntax) -> Option<Bytes> {
+    if !needs_escape(&value, syntax)? {
+        return Some(value);
+    }
+    let mut out = Vec::with_capacity(escaped_len(&value, syntax));
+    write_escaped(&value, syntax, &mut out);
+    Some(Bytes::from(out))
+}
+
+/// Whether `value` changes when escaped for `syntax`; `None` if it cannot be written there.
+fn needs_escape(value: &[u8], syntax: Syntax) -> Option<bool> {
+    Some(match syntax {
+        Syntax::Plain => false,
+        Syntax::Uri | Syntax::Form => !value.iter().all(|&b| is_unreserved(b)),
+        Syntax::Json => {
+            std::str::from_utf8(value).ok()?;
+            value.iter().any(|&b| json_needs_escape(b))
+        }
+    })
+}
+
+/// The length of `value` once escaped for `syntax` (an upper bound for JSON control bytes,
+/// which are counted as six-byte `\u00XX` escapes).
+pub(crate) fn escaped_len(value: &[u8], syntax: Syntax) -> usize {
+    match syntax {
+        Syntax::Plain => value.len(),
+        Syntax::Uri | Syntax::Form => value.iter().map(|&b| if is_unreserved(b) { 1 } else { 3 }).sum(),
+        Syntax::Json => value
+            .iter()
+            .map(|&b| match b {
+                b'"' | b'\\' => 2,
+                0..0x20 => 6,
+                _ => 1,
+            })
+            .sum(),
+    }
+}
+
+/// Appends `value` escaped for `syntax` to `out`; false (and nothing appended) when it cannot
+/// be written there.
+pub(crate) fn write_escaped(value: &[u8], syntax: Syntax, out: &mut Vec<u8>) -> bool {
+    match syntax {
+        Syntax::Plain => out.extend_from_slice(value),
+        Syntax::Uri | Syntax::Form => percent_encode_into(value, out),
+        Syntax::Json => {
+            if std::str::from_utf8(value).is_err() {
+                return false;
+            }
+            json_escape_into(value, out);
+        }
+    }
+    true
+}
+
+/// Keeps RFC 3986 unreserved bytes and `%XX`-encodes everything else (upper-case hex, as the
+/// RFC recommends). In a form body a space becomes `%20`, which every form decoder reads as
+/// a space, and a `+` becomes `%2B`, so it is not read as one.
+fn percent_encode_into(value: &[u8], out: &mut Vec<u8>) {
+    // Runs of unreserved bytes (all of a JWT) are copied at once.
+    let mut rest = value;
+    while !rest.is_empty() {
+        let run = rest.iter().position(|&b| !is_unreserved(b)).unwrap_or(rest.len());
+        let (plain, tail) = rest.split_at(run);
+        out.extend_from_slice(plain);
+        let Some((&b, after)) = tail.split_first() else { break };
+        out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]]);
+        rest = after;
+    }
+}
+
+/// Escapes `"`, `\` and control bytes for a JSON string; UTF-8 above them passes as it is.
+fn json_escape_into(value: &[u8], out: &mut Vec<u8>) {
+    let mut rest = value;
+    while !rest.is_empty() {
+        let run = rest.iter().position(|&b| json_needs_escape(b)).unwrap_or(rest.len());
+        let (plain, tail) = rest.split_at(run);
+        out.extend_from_slice(plain);
+        let Some((&b, after)) = tail.split_first() else { break };
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]])
+            }
+        }
+        rest = after;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &[u8] = "a\"b\\c&d=e+f%g h/ü?#{/x}".as_bytes();
+
+    fn escaped(value: &[u8], syntax: Syntax) -> Option<String> {
+        escape(Bytes::copy_from_slice(value), syntax).map(|b| String::from_utf8(b.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn jwts_are_never_copied() {
+        let jwt = Bytes::from_static(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnLV9-");
+        for syntax in [Syntax::Plain, Syntax::Uri, Syntax::Form, Syntax::Json] {
+            let out = escape(jwt.clone(), syntax).unwrap();
+            assert_eq!(out.as_ptr(), jwt.as_ptr(), "{syntax:?}");
+            assert_eq!(escaped_len(&jwt, syntax), jwt.len());
+        }
+    }
+
+    #[test]
+    fn uri_and_form_percent_encode() {
+        let want = "a%22b%5Cc%26d%3De%2Bf%25g%20h%2F%C3%BC%3F%23%7B%2Fx%7D";
+        assert_eq!(escaped(HOSTILE, Syntax::Uri).unwrap(), want);
+        assert_eq!(escaped(HOSTILE, Syntax::Form).unwrap(), want);
+        assert_eq!(escaped_len(HOSTILE, Syntax::Uri), want.len());
+        assert_eq!(escaped(b"aZ09-._~ \x00\xff", Syntax::Uri).unwrap(), "aZ09-._~%20%00%FF");
+    }
+
+    #[test]
+    fn json_escapes_for_a_string() {
+        let out = escaped(HOSTILE, Syntax::Json).unwrap();
+        assert_eq!(out, "a\\\"b\\\\c&d=e+f%g h/ü?#{/x}");
+        let parsed: String = serde_json::from_str(&format!("\"{out}\"")).unwrap();
+        assert_eq!(parsed.as_bytes(), HOSTILE);
+        let controls = escaped(b"\n\r\t\x00\x1f\x7f", Syntax::Json).unwrap();
+        assert_eq!(controls, "\\n\\r\\t\\u0000\\u001F\x7f");
+        assert!(escaped_len(b"\n\r\t\x00\x1f\x7f", Syntax::Json) >= controls.len());
+        assert_eq!(escaped(b"\xff\xfe", Syntax::Json), None, "not UTF-8: no JSON string holds it");
+    }
+
+    #[test]
+    fn plain_is_as_is() {
+        assert_eq!(escaped(HOSTILE, Syntax::Plain).unwrap().as_bytes(), HOSTILE);
+        assert_eq!(&escape(Bytes::from_static(b"\xff"), Syntax::Plain).unwrap()[..], b"\xff");
+    }
+}
