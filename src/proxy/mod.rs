@@ -11,9 +11,12 @@ mod headers;
 pub mod listen;
 mod malformed;
 pub mod path;
+mod protocol;
+mod sniff;
 pub mod target;
 mod timed;
 mod tunnel;
+mod upgrade;
 pub mod upstream;
 
 use std::sync::Arc;

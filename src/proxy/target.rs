@@ -53,6 +53,8 @@ impl ReverseTarget {
 /// The host and port a CONNECT tunnel was opened to.
 #[derive(Debug)]
 pub struct TunnelTarget {
+    /// `Https` for an intercepted TLS tunnel, `Http` for plain HTTP sent through CONNECT.
+    pub scheme: Scheme,
     pub authority: Authority,
     pub host: String,
     pub port: u16,
@@ -204,7 +206,7 @@ pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
                 });
             }
             Ok(Target {
-                scheme: Scheme::Https,
+                scheme: tunnel.scheme,
                 authority: tunnel.authority.clone(),
                 host: tunnel.host.clone(),
                 port: tunnel.port,
@@ -284,8 +286,12 @@ mod tests {
 
     #[test]
     fn tunnel_names_are_compared_canonically() {
-        let tunnel =
-            TunnelTarget { authority: "localhost:8444".parse().unwrap(), host: "localhost".into(), port: 8444 };
+        let tunnel = TunnelTarget {
+            scheme: Scheme::Https,
+            authority: "localhost:8444".parse().unwrap(),
+            host: "localhost".into(),
+            port: 8444,
+        };
         assert!(names_tunnel("LOCALHOST.:8444", &tunnel));
         assert!(names_tunnel("localhost", &tunnel));
         assert!(!names_tunnel("localhost:8445", &tunnel));
