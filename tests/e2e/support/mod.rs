@@ -15,6 +15,7 @@
 pub mod ca;
 pub mod client;
 pub mod config;
+pub mod grpc;
 pub mod idp;
 pub mod jwt;
 pub mod keys;
