@@ -26,3 +26,4 @@ pub mod sidecar;
 pub mod tunnel;
 pub mod upstream;
 pub mod wait;
+pub mod websocket;
