@@ -23,6 +23,7 @@ pub mod logs;
 pub mod metrics;
 pub mod raw;
 pub mod sidecar;
+pub mod sse;
 pub mod tunnel;
 pub mod upstream;
 pub mod wait;
