@@ -68,6 +68,11 @@ impl Proxy {
                 }
             };
         }
+        if matches!(entry, Entry::Proxy(_)) && req.method() == Method::OPTIONS && req.uri() == "*" {
+            // `OPTIONS *` on the proxy port asks about the proxy itself.
+            metrics::counter!("proxy_requests_total", "route" => "none", "status" => "200").increment(1);
+            return tunnel::options_answer();
+        }
         forward::forward(self.snapshot(), &self.budget, entry, req).await
     }
 }

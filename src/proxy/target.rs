@@ -85,6 +85,11 @@ fn path_and_query(uri: &Uri) -> PathAndQuery {
     uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
+/// Whether a request is `OPTIONS *` (asterisk form: about the server, not a resource).
+pub fn is_asterisk_form(parts: &Parts) -> bool {
+    parts.method == http::Method::OPTIONS && parts.uri.scheme().is_none() && parts.uri.path() == "*"
+}
+
 /// A host and port a client asked for, validated and in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort {
@@ -171,6 +176,14 @@ pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
             let HostPort { host, port } = target;
             Ok(Target { scheme, authority, host, port, path_and_query: path_and_query(&parts.uri) })
         }
+        Entry::Reverse(base) if is_asterisk_form(parts) => Ok(Target {
+            // `OPTIONS *` is about the upstream server as a whole: no base path.
+            scheme: base.scheme,
+            authority: base.authority.clone(),
+            host: base.host.clone(),
+            port: base.port,
+            path_and_query: PathAndQuery::from_static("*"),
+        }),
         Entry::Reverse(base) => {
             let pq = path_and_query(&parts.uri);
             let pq = if pq.as_str().starts_with('/') { pq.as_str() } else { "/" };

@@ -168,6 +168,17 @@ pub fn ok_empty() -> Response<ProxyBody> {
     response
 }
 
+/// The proxy's own answer to `OPTIONS *`: what it serves, with an empty body.
+pub fn options_answer() -> Response<ProxyBody> {
+    let mut response = ok_empty();
+    response.headers_mut().insert(
+        http::header::ALLOW,
+        http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT"),
+    );
+    response.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+    response
+}
+
 async fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, ProxyError> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
