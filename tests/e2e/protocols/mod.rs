@@ -3,6 +3,7 @@
 //! CONNECT (Node's undici), Java's HttpClient, wget and curl as the README's client guide
 //! describes them, and HTTP/1.1 edge cases.
 
+mod client_guide;
 mod edge_cases;
 mod grpc;
 mod java;
