@@ -81,7 +81,7 @@ async fn assert_upstream_saw(upstream: &GrpcUpstream) {
 
 #[tokio::test]
 async fn grpcio_over_tls_interception() {
-    require_python_module("grpc", "grpcio").await;
+    require_python_module("import grpc", "grpcio").await;
     let ca = TestCa::new();
     let upstream = GrpcUpstream::tls(&ca).await;
     let text = config(
@@ -99,7 +99,7 @@ async fn grpcio_over_tls_interception() {
 
 #[tokio::test]
 async fn grpcio_plain_h2_through_connect_and_to_a_reverse_listener() {
-    require_python_module("grpc", "grpcio").await;
+    require_python_module("import grpc", "grpcio").await;
     let upstream = GrpcUpstream::plain().await;
     let text = config(
         "",

@@ -14,15 +14,16 @@ mod websocket;
 
 use crate::support::client::{python, run_command};
 
-/// Panics with how to install `module` when Python cannot import it (`.ci/test` installs
-/// it; a machine without it must say so rather than skip a client the README promises).
-pub async fn require_python_module(module: &str, package: &str) {
+/// Panics with how to install `package` when Python cannot run `check` (an import, or a
+/// version check): `.ci/test` installs it, and a machine without it must say so rather than
+/// skip a client the README promises.
+pub async fn require_python_module(check: &str, package: &str) {
     let mut probe = python();
-    probe.args(["-c", &format!("import {module}")]);
+    probe.args(["-c", check]);
     let probe = run_command(probe).await;
     assert!(
         probe.status.success(),
-        "python3 cannot import {module} ({}); .ci/test installs it (python3 -m pip install {package}): \
+        "python3 cannot run {check:?} ({}); .ci/test installs it (python3 -m pip install {package}): \
          install it the same way to run this test",
         String::from_utf8_lossy(&probe.stderr).trim()
     );

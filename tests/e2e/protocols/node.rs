@@ -1,7 +1,8 @@
 //! Node.js with undici's `EnvHttpProxyAgent` as the global dispatcher, as the README's
 //! client guide says: `http://` URLs go through a CONNECT tunnel (undici's default) in
 //! which the sidecar serves plain HTTP, `https://` URLs through interception with
-//! `NODE_EXTRA_CA_CERTS`. Both undici's own fetch and Node's built-in fetch are checked.
+//! `NODE_EXTRA_CA_CERTS`. undici's own fetch, Node's built-in fetch and an agent with
+//! `allowH2` and the CA in `requestTls` are checked (the last speaks h2 inside the tunnel).
 //!
 //! Skipped, with a message, when `node` is missing or undici cannot be installed; `.ci/test`
 //! installs undici into `target/e2e-node` when node is present.
@@ -66,7 +67,7 @@ async fn undici_env_http_proxy_agent_for_http_and_https() {
     node.args(["-e", CLIENT, "--"]).arg(&undici).args([&http_url, &https_url]);
     node.env("http_proxy", &proxy).env("https_proxy", &proxy).env("NODE_EXTRA_CA_CERTS", running.dir.path("ca/ca.pem"));
     let lines = json_lines(&run_command(node).await, "node undici client");
-    for which in ["undici", "builtin"] {
+    for which in ["undici", "builtin", "h2"] {
         for url in [&http_url, &https_url] {
             let line = step(&lines, &format!("{which} {url}"));
             assert_eq!(line["status"], 200, "{line}");
@@ -75,7 +76,7 @@ async fn undici_env_http_proxy_agent_for_http_and_https() {
     }
     for upstream in [&plain, &tls] {
         let requests = upstream.requests();
-        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert_eq!(requests.len(), 3, "{requests:?}");
         for request in requests {
             assert_eq!(verify_demo(request.token())["sub"], "tok");
         }

@@ -29,7 +29,9 @@ fn route(scheme: &str, host: &str, port: u16) -> String {
 
 /// The `websockets` client against `url`, with `env`; returns the reply it printed.
 async fn websockets_client(url: &str, env: &[(&str, String)]) -> String {
-    require_python_module("websockets", "websockets").await;
+    // websockets 15 is the first to honour proxy variables.
+    let check = "import sys, websockets; sys.exit(int(websockets.__version__.split('.')[0]) < 15)";
+    require_python_module(check, "'websockets>=15'").await;
     let mut client = python();
     client.args(["-c", CLIENT, url]);
     for (name, value) in env {
