@@ -33,10 +33,6 @@ pub struct BodyLimits<'a> {
     /// The budget all buffered bodies share, and its size.
     pub budget: &'a Arc<BufferBudget>,
     pub budget_limit: u64,
-    /// A body of unknown length streams from its first byte instead of being read whole
-    /// first: set for h2 clients, whose bodies without a length are streams (a bidi call
-    /// waits for answers before it sends more, so it would never end while held back).
-    pub stream_unsized: bool,
 }
 
 /// Passes a body through untouched (with its idle timeout). GET, HEAD and OPTIONS bodies
@@ -78,11 +74,12 @@ pub async fn substituted(
     }
     if is_encoded(headers) || super::protocol::is_grpc(headers) {
         // Compressed bytes cannot be scanned; gRPC messages are length-prefixed, so a
-        // replaced placeholder would corrupt them. Both stream as they come.
+        // replaced placeholder would corrupt them. Both stream as they come (a bidi gRPC call
+        // sends its next message only after an answer: it must not be held back).
         return Ok((untouched(body, method, headers), None));
     }
     let declared = body.size_hint().exact();
-    if declared.is_some_and(|n| n > limits.max_buffered) || (declared.is_none() && limits.stream_unsized) {
+    if declared.is_some_and(|n| n > limits.max_buffered) {
         return Ok((streamed(Prefixed::new(Buffered::default(), body), method, headers, tokens), None));
     }
 

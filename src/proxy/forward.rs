@@ -120,12 +120,8 @@ async fn run(
     let mut tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
     let uri = head.substitute(&mut parts.headers, &tokens)?;
     let resolver: Arc<dyn Resolve> = Arc::clone(&tokens) as Arc<dyn Resolve>;
-    let limits = BodyLimits {
-        max_buffered: settings.max_buffered_body,
-        budget,
-        budget_limit: settings.max_buffered_total,
-        stream_unsized: parts.version == Version::HTTP_2,
-    };
+    let limits =
+        BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
     let (body, replayable) = body::substituted(body, &parts.method, &mut parts.headers, resolver, limits).await?;
     // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
     tokens.check_fresh(SystemTime::now())?;
