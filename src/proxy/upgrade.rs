@@ -41,6 +41,10 @@ impl Upgrade {
     /// The upgrade `parts` asks for, if it is one the proxy carries: HTTP/1.1, `Connection`
     /// naming `upgrade`, an `Upgrade` header that does not ask for h2c.
     pub fn take(parts: &mut http::request::Parts) -> Option<Upgrade> {
+        // The connection's slot and drain handle come with any request naming `Upgrade`;
+        // only a carried upgrade keeps them, never the request sent upstream.
+        let permit = parts.extensions.remove::<ConnectionPermit>();
+        let drain = parts.extensions.remove::<Drain>();
         if parts.version != Version::HTTP_11 || !connection_names_upgrade(&parts.headers) {
             return None;
         }
@@ -51,12 +55,7 @@ impl Upgrade {
             return None;
         }
         let client = parts.extensions.remove::<OnUpgrade>()?;
-        Some(Upgrade {
-            protocols,
-            client,
-            permit: parts.extensions.remove::<ConnectionPermit>(),
-            drain: parts.extensions.remove::<Drain>(),
-        })
+        Some(Upgrade { protocols, client, permit, drain })
     }
 
     /// Puts the upgrade back on a request whose hop-by-hop headers were stripped.
