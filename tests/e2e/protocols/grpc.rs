@@ -1,6 +1,6 @@
 //! gRPC with grpcio through the sidecar: over TLS interception (`https_proxy`, ALPN h2), as
 //! plain h2 inside CONNECT (`grpc_proxy` with an insecure channel) and h2c to a reverse
-//! listener. Unary, server-streaming and bidi calls, initial and trailing metadata, the
+//! listener (and `upstream_http2` routes for other requests). Unary, server-streaming and bidi calls, initial and trailing metadata, the
 //! token in `authorization` metadata, `te: trailers` and `grpc-timeout` kept, and a
 //! client's deadline resetting the upstream stream.
 
@@ -124,4 +124,30 @@ async fn grpcio_plain_h2_through_connect_and_to_a_reverse_listener() {
     assert_calls_worked(&lines);
     assert!(upstream.calls().len() >= before + 5);
     assert_upstream_saw(&upstream).await;
+}
+
+#[tokio::test]
+async fn upstream_http2_routes_speak_h2c_to_plain_upstreams() {
+    let h2 = crate::support::upstream::Upstream::start().await;
+    let h1 = crate::support::upstream::Upstream::start().await;
+    let text = config(
+        "",
+        &format!(
+            "{}{}{}",
+            rs256_token("tok", "15m"),
+            crate::support::config::route(h2.port(), &["tok"], "upstream_http2 = true"),
+            crate::support::config::route(h1.port(), &["tok"], "")
+        ),
+    );
+    let running = Running::start(&text).await;
+    for upstream in [&h2, &h1] {
+        let reply =
+            crate::support::client::get(running.proxy(), &upstream.url("/v"), &[("authorization", "Bearer {/tok}")])
+                .await;
+        reply.assert_upstream_ok();
+    }
+    let (over_h2, over_h1) = (h2.single(), h1.single());
+    assert_eq!(over_h2.version, Version::HTTP_2, "upstream_http2 = true");
+    verify_demo(over_h2.token());
+    assert_eq!(over_h1.version, Version::HTTP_11, "the default to a plain-HTTP upstream");
 }
