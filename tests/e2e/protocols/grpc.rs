@@ -1,8 +1,9 @@
 //! gRPC with grpcio through the sidecar: over TLS interception (`https_proxy`, ALPN h2), as
 //! plain h2 inside CONNECT (`grpc_proxy` with an insecure channel) and h2c to a reverse
-//! listener (and `upstream_http2` routes for other requests). Unary, server-streaming and bidi calls, initial and trailing metadata, the
+//! listener. Unary, server-streaming and bidi calls, initial and trailing metadata, the
 //! token in `authorization` metadata, `te: trailers` and `grpc-timeout` kept, and a
-//! client's deadline resetting the upstream stream.
+//! client's deadline resetting the upstream stream. Also `upstream_http2` routes, which send
+//! any request over h2.
 
 use std::time::Duration;
 
