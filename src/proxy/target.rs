@@ -21,7 +21,8 @@ pub enum Entry {
     Proxy(std::net::SocketAddr),
     /// A reverse listener: every request goes to one upstream base URL.
     Reverse(Arc<ReverseTarget>),
-    /// Inside an intercepted CONNECT tunnel: every request must be for the tunnel's host.
+    /// Inside a CONNECT tunnel the sidecar serves (intercepted TLS, or plain HTTP sent through
+    /// CONNECT): every request must be for the tunnel's host.
     Tunnel(Arc<TunnelTarget>),
 }
 
