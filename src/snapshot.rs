@@ -38,6 +38,8 @@ pub struct CompiledRoute {
     pub redact_responses: bool,
     /// Whether a 401 renews the exchanged tokens a request carried and sends it again once.
     pub retry_on_401: bool,
+    /// Whether every request of the route goes upstream over HTTP/2.
+    pub upstream_http2: bool,
     /// `proxy_request_duration_seconds` for this route, registered once.
     pub duration: metrics::Histogram,
 }
@@ -233,6 +235,7 @@ fn compile_route(r: &RouteDefinition, cells: &HashMap<String, Arc<TokenCell>>) -
         path_prefix: r.path_prefix.clone().into_boxed_str(),
         redact_responses: r.redact_responses,
         retry_on_401: r.retry_on_401,
+        upstream_http2: r.upstream_http2,
         duration,
     }
 }

@@ -89,6 +89,7 @@ pub fn check(data: &[u8]) {
     if let Some(hp) = tunnel {
         let authority = hp.authority(Scheme::Https).expect("checked above");
         let entry = Entry::Tunnel(std::sync::Arc::new(TunnelTarget {
+            scheme: Scheme::Https,
             authority: authority.clone(),
             host: hp.host.clone(),
             port: hp.port,

@@ -178,6 +178,9 @@ pub struct RouteDefinition {
     /// Whether an upstream's 401 re-exchanges the exchanged tokens the request carried and
     /// replays it once.
     pub retry_on_401: bool,
+    /// Every request of the route goes to the upstream over HTTP/2 (h2c prior knowledge for
+    /// plain HTTP, ALPN `h2` only for TLS); gRPC requests do so whatever this says.
+    pub upstream_http2: bool,
 }
 
 /// One `[[listeners]]` entry: a local port that sends everything to one upstream base URL.

@@ -165,6 +165,8 @@ pub struct RawRoute {
     pub redact_responses: Option<Spanned<bool>>,
     /// Whether an upstream's 401 re-exchanges the route's exchanged tokens and replays once.
     pub retry_on_401: Option<Spanned<bool>>,
+    /// Speak HTTP/2 to the upstream for every request (prior knowledge over plain HTTP).
+    pub upstream_http2: Option<Spanned<bool>>,
 }
 
 /// `[[listeners]]`: a local port bound to one upstream, for clients that cannot use a proxy.

@@ -330,6 +330,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
         upstream_tls: r.upstream_tls.as_ref().is_some_and(|b| *b.get_ref()),
         redact_responses: r.redact_responses.as_ref().is_some_and(|b| *b.get_ref()),
         retry_on_401: r.retry_on_401.as_ref().is_none_or(|b| *b.get_ref()),
+        upstream_http2: r.upstream_http2.as_ref().is_some_and(|b| *b.get_ref()),
     })
 }
 

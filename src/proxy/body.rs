@@ -72,7 +72,10 @@ pub async fn substituted(
     if body.is_end_stream() {
         return Ok((untouched(body, method, headers), Some(Replayable { raw: Bytes::new(), trailers: None })));
     }
-    if is_encoded(headers) {
+    if is_encoded(headers) || super::protocol::is_grpc(headers) {
+        // Compressed bytes cannot be scanned; gRPC messages are length-prefixed, so a
+        // replaced placeholder would corrupt them. Both stream as they come (a bidi gRPC call
+        // sends its next message only after an answer: it must not be held back).
         return Ok((untouched(body, method, headers), None));
     }
     let declared = body.size_hint().exact();

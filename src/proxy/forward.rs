@@ -15,8 +15,11 @@ use super::body::{self, BodyLimits};
 use super::budget::BufferBudget;
 use super::headers::strip_hop_by_hop;
 use super::path;
+use super::protocol::upstream_protocol;
 use super::target::{target_of, Entry, Target};
 use super::timed::TimedBody;
+use super::upgrade::{self, Upgrade};
+use super::upstream::Protocol;
 use super::{BoxError, ProxyBody};
 use crate::config::Unmatched;
 use crate::error::ProxyError;
@@ -68,6 +71,7 @@ async fn run(
     matched: &mut Option<usize>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
+    let upgrade = Upgrade::take(&mut parts);
     let settings = &snapshot.config.proxy;
     let body = TimedBody::new(body, settings.body_timeout);
     let target = target_of(entry, &parts)?;
@@ -87,9 +91,12 @@ async fn run(
         }
         // Unrouted: forwarded untouched, placeholders and all.
         let uri = upstream_uri(&target, target.scheme, None)?;
-        prepare_headers(&mut parts.headers, &target);
+        prepare_headers(&mut parts.headers, &target, upgrade.as_ref());
+        let protocol = upstream_protocol(&parts.headers, upgrade.is_some(), false);
         let body = body::untouched(body, &parts.method, &mut parts.headers);
-        return send(snapshot, parts, uri, body, &target).await.map(|r| timed_response(r, settings.body_timeout));
+        let response = send(snapshot, parts, uri, body, &target, protocol).await?;
+        let response = upgrade::finish(upgrade, response, "none", settings.idle_timeout, target.authority.as_str())?;
+        return Ok(timed_response(response, settings.body_timeout));
     };
     *matched = Some(route);
     let compiled = &snapshot.compiled[route];
@@ -100,7 +107,8 @@ async fn run(
         (std::borrow::Cow::Owned(path), Some(query)) => std::borrow::Cow::Owned(format!("{path}?{query}")),
     };
 
-    prepare_headers(&mut parts.headers, &target);
+    prepare_headers(&mut parts.headers, &target, upgrade.as_ref());
+    let protocol = upstream_protocol(&parts.headers, upgrade.is_some(), compiled.upstream_http2);
     for (name, template) in &compiled.set_headers {
         parts.headers.insert(name.clone(), template.clone());
     }
@@ -122,7 +130,7 @@ async fn run(
     let (body, replayable) = body::substituted(body, &parts.method, &mut parts.headers, resolver, limits).await?;
     // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
     tokens.check_fresh(SystemTime::now())?;
-    let mut response = send(snapshot, parts, uri, body, &target).await?;
+    let mut response = send(snapshot, parts, uri, body, &target, protocol).await?;
 
     if response.status() == http::StatusCode::UNAUTHORIZED {
         if let (Some((method, headers)), Some(replayable)) = (unsubstituted, replayable) {
@@ -137,10 +145,12 @@ async fn run(
                 let body =
                     body::replay(&replayable, &mut parts.headers, resolver, budget, settings.max_buffered_total)?;
                 tokens.check_fresh(SystemTime::now())?;
-                response = send(snapshot, parts, uri, body, &target).await?;
+                response = send(snapshot, parts, uri, body, &target, protocol).await?;
             }
         }
     }
+    let response =
+        upgrade::finish(upgrade, response, &compiled.name, settings.idle_timeout, target.authority.as_str())?;
     let response = timed_response(response, settings.body_timeout);
     Ok(match compiled.redact_responses.then(|| tokens.redactions()).flatten() {
         Some(redactions) => redact(response, Arc::new(redactions)),
@@ -216,9 +226,13 @@ fn redact(response: Response<ProxyBody>, redactions: Arc<Redactions>) -> Respons
     Response::from_parts(parts, RedactingBody::new(body, redactions).boxed_unsync())
 }
 
-/// Drops hop-by-hop headers and sets Host from the target (never from the client's Host).
-fn prepare_headers(headers: &mut http::HeaderMap, target: &Target) {
+/// Drops hop-by-hop headers (but keeps an upgrade the proxy carries) and sets Host from the
+/// target (never from the client's Host).
+fn prepare_headers(headers: &mut http::HeaderMap, target: &Target, upgrade: Option<&Upgrade>) {
     strip_hop_by_hop(headers);
+    if let Some(upgrade) = upgrade {
+        upgrade.restore(headers);
+    }
     if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
         headers.insert(header::HOST, host);
     }
@@ -254,13 +268,13 @@ async fn send(
     uri: Uri,
     body: ProxyBody,
     target: &Target,
+    protocol: Protocol,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     parts.uri = uri;
-    parts.version = Version::HTTP_11;
+    parts.version = if protocol == Protocol::Http2 { Version::HTTP_2 } else { Version::HTTP_11 };
     let req = Request::from_parts(parts, body);
-    let upstream = &snapshot.upstream;
-    let response = match tokio::time::timeout(snapshot.config.proxy.request_timeout, upstream.client.request(req)).await
-    {
+    let client = snapshot.upstream.client_for(protocol);
+    let response = match tokio::time::timeout(snapshot.config.proxy.request_timeout, client.request(req)).await {
         Err(_) => {
             let error = ProxyError::UpstreamTimeout(target.authority.to_string());
             metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
@@ -283,7 +297,7 @@ async fn send(
         // (RFC 9112 section 6.3) and must not reach the client.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    strip_hop_by_hop(&mut parts.headers);
+    upgrade::strip_response_headers(parts.status, &mut parts.headers);
     Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
 }
 

@@ -1,21 +1,25 @@
 //! Header hygiene: what must not cross the proxy, in either direction.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one hop (RFC 9110 section 7.6.1) and never go further.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that describe one hop (RFC 9110 section 7.6.1) and never go further. `Trailer`
+/// is not one: it names the trailer fields end to end, and HTTP/1.1 only sends the trailers
+/// it names.
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, those named in `Connection`, and every `Proxy-*` header
-/// (credentials for this proxy must never reach an upstream).
+/// (credentials for this proxy must never reach an upstream). `TE: trailers` is the one
+/// exception kept: gRPC servers require it, and it only says the sender accepts trailers,
+/// which the proxy passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let trailers = accepts_trailers(headers);
     // One pass over the names finds what is present; only that is removed.
     let mut remove: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
@@ -39,6 +43,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &remove {
         headers.remove(name);
     }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether `TE` says "trailers" (alone or among transfer codings, which are dropped).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| coding.split(';').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("trailers")))
 }
 
 fn is_proxy_or_keep_alive(name: &HeaderName) -> bool {
@@ -63,5 +80,22 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("authorization"));
+    }
+
+    #[test]
+    fn te_trailers_and_trailer_pass_other_codings_do_not() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "TE".parse().unwrap());
+        h.insert("te", "gzip, Trailers;q=1".parse().unwrap());
+        h.insert("trailer", "grpc-status".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        assert_eq!(h.get("trailer").unwrap(), "grpc-status");
+        assert!(!h.contains_key("connection"));
+
+        let mut h = HeaderMap::new();
+        h.insert("te", "gzip".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
     }
 }

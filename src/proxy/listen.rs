@@ -33,22 +33,23 @@ const H2_CONNECTION_WINDOW: u32 = 1 << 20;
 #[derive(Clone)]
 pub struct ConnectionPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
-/// The listener's graceful-shutdown handle, carried into tunnels opened from its
-/// connections: an intercepted tunnel's connection is drained like the listener's own, and a
-/// blind tunnel holds the shutdown open (up to the grace period) until it ends.
-/// Each connection has one (a CONNECT ends the connection's HTTP handling, so only one
-/// tunnel can take it).
+/// The listener's graceful-shutdown handle, carried into what a connection turns into: an
+/// intercepted tunnel's connection is drained like the listener's own, and a blind tunnel or
+/// an upgraded (WebSocket) connection holds the shutdown open (up to the grace period) until
+/// it ends. Each connection has two: a CONNECT ends the connection's HTTP handling, so one
+/// tunnel takes the first, and an upgrade (on the connection, or inside its intercepted
+/// tunnel) the second.
 #[derive(Clone)]
-pub struct Drain(Arc<std::sync::Mutex<Option<Watcher>>>);
+pub struct Drain(Arc<std::sync::Mutex<Vec<Watcher>>>);
 
 impl Drain {
-    fn new(watcher: Watcher) -> Drain {
-        Drain(Arc::new(std::sync::Mutex::new(Some(watcher))))
+    fn new(graceful: &GracefulShutdown) -> Drain {
+        Drain(Arc::new(std::sync::Mutex::new(vec![graceful.watcher(), graceful.watcher()])))
     }
 
-    /// The watcher, for the tunnel that takes it.
+    /// A watcher, for the tunnel or splice that takes it.
     pub fn take(&self) -> Option<Watcher> {
-        self.0.lock().ok().and_then(|mut w| w.take())
+        self.0.lock().ok().and_then(|mut w| w.pop())
     }
 }
 
@@ -94,7 +95,7 @@ pub async fn serve(
             entry: entry.clone(),
             activity: Arc::clone(&activity),
             permit: Some(permit.clone()),
-            drain: Some(Drain::new(graceful.watcher())),
+            drain: Some(Drain::new(&graceful)),
         };
         let io = Malformed::new(TokioIo::new(stream), Arc::clone(&activity));
         let conn = settings.builder().serve_connection_with_upgrades(io, service).into_owned();
@@ -125,10 +126,12 @@ pub async fn serve_connection<I>(
 {
     let settings = ConnectionSettings::of(&proxy.snapshot().config.proxy);
     let activity = Activity::new();
-    let service = ProxyService { proxy, entry, activity: Arc::clone(&activity), permit, drain: None };
+    let watcher = drain.as_ref().and_then(Drain::take);
+    // What is left of the drain goes to an upgrade inside the tunnel.
+    let service = ProxyService { proxy, entry, activity: Arc::clone(&activity), permit, drain };
     let builder = settings.builder();
-    let conn = builder.serve_connection(Malformed::new(io, Arc::clone(&activity)), service);
-    match drain.as_ref().and_then(Drain::take) {
+    let conn = builder.serve_connection_with_upgrades(Malformed::new(io, Arc::clone(&activity)), service);
+    match watcher {
         Some(watcher) => supervise(watcher.watch(conn), &activity, &settings).await,
         None => supervise(conn, &activity, &settings).await,
     }
@@ -335,9 +338,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyServ
         let in_flight = self.activity.begin();
         let activity = Arc::clone(&self.activity);
         let connect = req.method() == http::Method::CONNECT;
-        if connect {
-            // A tunnel opened by this request outlives the connection's HTTP handling: it
-            // keeps the connection's slot and is drained on shutdown.
+        if connect || req.headers().contains_key(http::header::UPGRADE) {
+            // A tunnel or upgrade opened by this request outlives the connection's HTTP
+            // handling: it keeps the connection's slot and is drained on shutdown.
             if let Some(permit) = &self.permit {
                 req.extensions_mut().insert(permit.clone());
             }

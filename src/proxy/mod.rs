@@ -11,9 +11,12 @@ mod headers;
 pub mod listen;
 mod malformed;
 pub mod path;
+mod protocol;
+mod sniff;
 pub mod target;
 mod timed;
 mod tunnel;
+mod upgrade;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -64,6 +67,11 @@ impl Proxy {
                     crate::error::ProxyError::ConnectNotAllowed.into_response()
                 }
             };
+        }
+        if matches!(entry, Entry::Proxy(_)) && req.method() == Method::OPTIONS && req.uri() == "*" {
+            // `OPTIONS *` on the proxy port asks about the proxy itself.
+            metrics::counter!("proxy_requests_total", "route" => "none", "status" => "200").increment(1);
+            return tunnel::options_answer();
         }
         forward::forward(self.snapshot(), &self.budget, entry, req).await
     }

@@ -21,7 +21,8 @@ pub enum Entry {
     Proxy(std::net::SocketAddr),
     /// A reverse listener: every request goes to one upstream base URL.
     Reverse(Arc<ReverseTarget>),
-    /// Inside an intercepted CONNECT tunnel: every request must be for the tunnel's host.
+    /// Inside a CONNECT tunnel the sidecar serves (intercepted TLS, or plain HTTP sent through
+    /// CONNECT): every request must be for the tunnel's host.
     Tunnel(Arc<TunnelTarget>),
 }
 
@@ -53,6 +54,8 @@ impl ReverseTarget {
 /// The host and port a CONNECT tunnel was opened to.
 #[derive(Debug)]
 pub struct TunnelTarget {
+    /// `Https` for an intercepted TLS tunnel, `Http` for plain HTTP sent through CONNECT.
+    pub scheme: Scheme,
     pub authority: Authority,
     pub host: String,
     pub port: u16,
@@ -81,6 +84,11 @@ fn scheme_of(s: &UriScheme) -> Option<Scheme> {
 
 fn path_and_query(uri: &Uri) -> PathAndQuery {
     uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
+}
+
+/// Whether a request is `OPTIONS *` (asterisk form: about the server, not a resource).
+pub fn is_asterisk_form(parts: &Parts) -> bool {
+    parts.method == http::Method::OPTIONS && parts.uri.scheme().is_none() && parts.uri.path() == "*"
 }
 
 /// A host and port a client asked for, validated and in canonical form.
@@ -169,6 +177,14 @@ pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
             let HostPort { host, port } = target;
             Ok(Target { scheme, authority, host, port, path_and_query: path_and_query(&parts.uri) })
         }
+        Entry::Reverse(base) if is_asterisk_form(parts) => Ok(Target {
+            // `OPTIONS *` is about the upstream server as a whole: no base path.
+            scheme: base.scheme,
+            authority: base.authority.clone(),
+            host: base.host.clone(),
+            port: base.port,
+            path_and_query: PathAndQuery::from_static("*"),
+        }),
         Entry::Reverse(base) => {
             let pq = path_and_query(&parts.uri);
             let pq = if pq.as_str().starts_with('/') { pq.as_str() } else { "/" };
@@ -204,7 +220,7 @@ pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
                 });
             }
             Ok(Target {
-                scheme: Scheme::Https,
+                scheme: tunnel.scheme,
                 authority: tunnel.authority.clone(),
                 host: tunnel.host.clone(),
                 port: tunnel.port,
@@ -284,8 +300,12 @@ mod tests {
 
     #[test]
     fn tunnel_names_are_compared_canonically() {
-        let tunnel =
-            TunnelTarget { authority: "localhost:8444".parse().unwrap(), host: "localhost".into(), port: 8444 };
+        let tunnel = TunnelTarget {
+            scheme: Scheme::Https,
+            authority: "localhost:8444".parse().unwrap(),
+            host: "localhost".into(),
+            port: 8444,
+        };
         assert!(names_tunnel("LOCALHOST.:8444", &tunnel));
         assert!(names_tunnel("localhost", &tunnel));
         assert!(!names_tunnel("localhost:8445", &tunnel));

@@ -1,5 +1,13 @@
 //! CONNECT: blind TCP tunnels to unrouted hosts; routed hosts are intercepted (see `tls`).
+//!
+//! A host and port with an `http` route may be sent plain HTTP through the tunnel (undici,
+//! grpcio and `websockets` do that for `http://` and `ws://` URLs), so such a tunnel is
+//! opened first and its first byte decides ([`super::sniff`]): plain text is served as
+//! routed plain HTTP, bound to the tunnel's host like an intercepted tunnel; a TLS
+//! ClientHello is intercepted when the same host and port also has an `https` route (and
+//! `[tls]` is configured), and otherwise tunnelled blind, as any unrouted CONNECT.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
@@ -8,9 +16,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::listen::{ConnectionPermit, Drain};
+use super::listen::{serve_connection, ConnectionPermit, Drain};
+use super::sniff::{sniff, Opening};
 use super::target::{parse_connect_target, HostPort};
-use super::{Proxy, ProxyBody};
+use super::{Entry, Proxy, ProxyBody, TunnelTarget};
 use crate::config::Unmatched;
 use crate::error::ProxyError;
 use crate::routes::Scheme;
@@ -29,7 +38,11 @@ pub async fn connect(proxy: &Proxy, mut req: Request<Incoming>) -> Response<Prox
     let permit = req.extensions_mut().remove::<ConnectionPermit>();
     // ... and is drained on shutdown like the listener's own connections.
     let drain = req.extensions_mut().remove::<Drain>();
-    if snapshot.routes.has_host(Scheme::Https, &target.host, target.port) {
+    let https_routed = snapshot.routes.has_host(Scheme::Https, &target.host, target.port);
+    if snapshot.routes.has_host(Scheme::Http, &target.host, target.port) {
+        return sniffed(proxy, &snapshot, req, target, permit, drain, https_routed);
+    }
+    if https_routed {
         return crate::tls::intercept(proxy, &snapshot, req, target, permit, drain).await;
     }
     let address = format!("{}:{}", target.host, target.port);
@@ -66,6 +79,73 @@ pub async fn connect(proxy: &Proxy, mut req: Request<Incoming>) -> Response<Prox
     ok_empty()
 }
 
+/// Opens a tunnel to a host and port with an `http` route, and serves it by what the client
+/// sends first: plain HTTP as routed requests, TLS intercepted (when `https_routed`) or blind.
+fn sniffed(
+    proxy: &Proxy,
+    snapshot: &crate::snapshot::Snapshot,
+    req: Request<Incoming>,
+    target: HostPort,
+    permit: Option<ConnectionPermit>,
+    drain: Option<Drain>,
+    https_routed: bool,
+) -> Response<ProxyBody> {
+    let (Ok(http_authority), Ok(https_authority)) = (target.authority(Scheme::Http), target.authority(Scheme::Https))
+    else {
+        metrics::counter!("proxy_requests_total", "route" => "none", "status" => "400").increment(1);
+        return ProxyError::BadHost("the host is not a valid URI authority".into()).into_response();
+    };
+    let settings = &snapshot.config.proxy;
+    let (handshake_timeout, connect_timeout) = (settings.handshake_timeout, settings.connect_timeout);
+    let deny_blind = settings.unmatched == Unmatched::Deny;
+    let interceptor = snapshot.interceptor.clone();
+    let proxy = proxy.clone();
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        };
+        let (opening, stream) = match sniff(TokioIo::new(upgraded), handshake_timeout).await {
+            Ok(sniffed) => sniffed,
+            Err(e) => return tracing::debug!(host = %target.host, error = %e, "tunnel closed before its first byte"),
+        };
+        match (opening, https_routed, interceptor) {
+            (Opening::Plain, ..) => {
+                let HostPort { host, port } = target;
+                let tunnel = TunnelTarget { scheme: Scheme::Http, authority: http_authority, host, port };
+                serve_connection(TokioIo::new(stream), proxy, Entry::Tunnel(Arc::new(tunnel)), permit, drain).await;
+            }
+            (Opening::Tls, true, Some(interceptor)) => {
+                let tunnel = crate::tls::Tunnel { target, authority: https_authority, permit, drain };
+                crate::tls::serve_tls(stream, proxy, &interceptor, tunnel, handshake_timeout).await;
+            }
+            (Opening::Tls, true, None) => {
+                let reason = "TLS inside a tunnel to a routed https host, but [tls] interception is not configured";
+                crate::tls::handshake_failed(&target.host, reason);
+            }
+            (Opening::Tls, false, _) if deny_blind => {
+                tracing::debug!(host = %target.host, "TLS to a host with only http routes and unmatched = \"deny\": closed");
+            }
+            (Opening::Tls, false, _) => {
+                let address = format!("{}:{}", target.host, target.port);
+                let _permit = permit;
+                let _drain = drain.as_ref().and_then(Drain::take);
+                match dial(&address, connect_timeout).await {
+                    Ok(mut upstream) => {
+                        let mut client = stream;
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    Err(error) => {
+                        metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
+                    }
+                }
+            }
+        }
+    });
+    metrics::counter!("proxy_requests_total", "route" => "intercept", "status" => "200").increment(1);
+    ok_empty()
+}
+
 /// The host and port of a CONNECT request: authority-form only (`host:port`).
 fn connect_target(uri: &http::Uri) -> Result<HostPort, ProxyError> {
     let refuse = |why: &str| ProxyError::BadConnectTarget(why.to_string());
@@ -85,6 +165,17 @@ fn connect_target(uri: &http::Uri) -> Result<HostPort, ProxyError> {
 pub fn ok_empty() -> Response<ProxyBody> {
     let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
     *response.status_mut() = StatusCode::OK;
+    response
+}
+
+/// The proxy's own answer to `OPTIONS *`: what it serves, with an empty body.
+pub fn options_answer() -> Response<ProxyBody> {
+    let mut response = ok_empty();
+    response.headers_mut().insert(
+        http::header::ALLOW,
+        http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT"),
+    );
+    response.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
     response
 }
 

@@ -1,4 +1,9 @@
-//! The upstream client: pooled HTTP/1.1 and h2 over rustls, with verified certificates.
+//! The upstream clients: pooled HTTP/1.1 and h2 over rustls, with verified certificates.
+//!
+//! Three pools, one per way of choosing the protocol ([`Protocol`]): the usual one lets TLS
+//! upstreams pick h2 or HTTP/1.1 over ALPN (plain HTTP is HTTP/1.1); the h2 one speaks only
+//! h2 (gRPC needs it end to end, and a plain-HTTP upstream gets it with prior knowledge); the
+//! HTTP/1.1 one carries `Upgrade` requests, which h2 cannot express.
 
 use std::sync::Arc;
 
@@ -16,7 +21,12 @@ use crate::config::ProxySettings;
 /// A pooled client for all upstream requests of one snapshot (kept across reloads that do
 /// not change its settings, so the pool survives).
 pub struct Upstream {
+    /// ALPN picks h2 or HTTP/1.1 for TLS upstreams; plain HTTP is HTTP/1.1.
     pub client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    /// h2 only: ALPN offers only `h2`, plain HTTP uses prior knowledge.
+    h2: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    /// HTTP/1.1 only, for requests that upgrade the connection.
+    http1: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     /// Digest of `extra_ca_file` as it was loaded: a reload that finds other bytes builds a
     /// new client, so a rotated CA is trusted at once.
     pub ca_digest: [u8; 32],
@@ -48,6 +58,17 @@ pub fn root_store(extra_ca_file: Option<&std::path::Path>) -> Result<RootCertSto
     Ok(roots)
 }
 
+/// Which HTTP version a request goes upstream with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, or h2 when a TLS upstream picks it over ALPN.
+    Negotiated,
+    /// h2 only (prior knowledge over plain HTTP).
+    Http2,
+    /// HTTP/1.1 only.
+    Http1,
+}
+
 impl Upstream {
     pub fn new(settings: &ProxySettings) -> Result<Upstream, String> {
         let roots = root_store(settings.extra_ca_file.as_deref())?;
@@ -56,22 +77,40 @@ impl Upstream {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .build(connector);
+        let client = |protocol: Protocol| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(settings.connect_timeout));
+            let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls.clone()).https_or_http();
+            let connector = match protocol {
+                Protocol::Negotiated => builder.enable_http1().enable_http2().wrap_connector(http),
+                Protocol::Http2 => builder.enable_http2().wrap_connector(http),
+                Protocol::Http1 => builder.enable_http1().wrap_connector(http),
+            };
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(settings.pool_idle_timeout)
+                .http2_only(protocol == Protocol::Http2)
+                .build(connector)
+        };
         let ca_digest = crate::reload::digest_files(settings.extra_ca_file.as_slice());
-        Ok(Upstream { client, ca_digest, request_timeout: settings.request_timeout })
+        Ok(Upstream {
+            client: client(Protocol::Negotiated),
+            h2: client(Protocol::Http2),
+            http1: client(Protocol::Http1),
+            ca_digest,
+            request_timeout: settings.request_timeout,
+        })
+    }
+
+    /// The pooled client that speaks `protocol`.
+    pub fn client_for(&self, protocol: Protocol) -> &Client<HttpsConnector<HttpConnector>, ProxyBody> {
+        match protocol {
+            Protocol::Negotiated => &self.client,
+            Protocol::Http2 => &self.h2,
+            Protocol::Http1 => &self.http1,
+        }
     }
 }

@@ -12,5 +12,5 @@ mod intercept;
 mod leaf;
 
 pub use ca::{generate_ca, generate_ca_files, load_ca, CaError, LoadedCa};
-pub use intercept::intercept;
+pub use intercept::{handshake_failed, intercept, serve_tls, Tunnel};
 pub use leaf::Interceptor;

@@ -1,0 +1,51 @@
+//! Every protocol agent functions speak, through the real binary with real clients: gRPC
+//! (grpcio), WebSocket (`websockets`, raw sockets), Server-Sent Events, plain HTTP inside
+//! CONNECT (Node's undici), Java's HttpClient, wget and curl as the README's client guide
+//! describes them, and HTTP/1.1 edge cases.
+
+mod client_guide;
+mod edge_cases;
+mod grpc;
+mod java;
+mod node;
+mod plain_in_connect;
+mod sse;
+mod websocket;
+
+use crate::support::client::{python, run_command};
+
+/// Panics with how to install `package` when Python cannot run `check` (an import, or a
+/// version check): `.ci/test` installs it, and a machine without it must say so rather than
+/// skip a client the README promises.
+pub async fn require_python_module(check: &str, package: &str) {
+    let mut probe = python();
+    probe.args(["-c", check]);
+    let probe = run_command(probe).await;
+    assert!(
+        probe.status.success(),
+        "python3 cannot run {check:?} ({}); .ci/test installs it (python3 -m pip install {package}): \
+         install it the same way to run this test",
+        String::from_utf8_lossy(&probe.stderr).trim()
+    );
+}
+
+/// The JSON lines a client script printed, each parsed.
+pub fn json_lines(out: &std::process::Output, what: &str) -> Vec<serde_json::Value> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{what} printed bad JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The line of step `step`.
+pub fn step<'a>(lines: &'a [serde_json::Value], step: &str) -> &'a serde_json::Value {
+    lines.iter().find(|l| l["step"] == step).unwrap_or_else(|| panic!("no step {step:?} in {lines:?}"))
+}
