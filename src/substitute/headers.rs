@@ -1,7 +1,7 @@
 //! Substitution over a whole header section (request headers, and trailers).
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::substitute::{substitute_within, Bounded, Resolve};
 
@@ -15,13 +15,27 @@ use crate::substitute::{substitute_within, Bounded, Resolve};
 /// when the filled section would exceed `max_bytes`; nothing beyond `max_bytes` is ever
 /// allocated.
 pub fn substitute_header_map(headers: &mut HeaderMap, resolver: &dyn Resolve, max_bytes: usize) -> Result<(), Bounded> {
+    substitute_header_map_by_name(headers, &|_| resolver, max_bytes)
+}
+
+/// Like [`substitute_header_map`], with each header's placeholders resolved by the resolver
+/// `resolver_for` gives for its name (a route may allow a token in some headers only).
+///
+/// # Errors
+///
+/// As [`substitute_header_map`].
+pub fn substitute_header_map_by_name<'r>(
+    headers: &mut HeaderMap,
+    resolver_for: &dyn Fn(&HeaderName) -> &'r dyn Resolve,
+    max_bytes: usize,
+) -> Result<(), Bounded> {
     let mut total: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
     if total > max_bytes {
         return Err(Bounded::TooLong);
     }
-    for value in headers.values_mut() {
+    for (name, value) in headers.iter_mut() {
         let room = max_bytes - (total - value.len());
-        let replaced = match substitute_within(value.as_bytes(), resolver, room)? {
+        let replaced = match substitute_within(value.as_bytes(), resolver_for(name), room)? {
             std::borrow::Cow::Borrowed(_) => continue,
             std::borrow::Cow::Owned(bytes) => bytes,
         };

@@ -24,6 +24,7 @@ pub async fn intercept(
     target: HostPort,
     permit: Option<ConnectionPermit>,
     drain: Option<Drain>,
+    peer: crate::policy::callers::Peer,
 ) -> Response<ProxyBody> {
     let authority = match target.authority(Scheme::Https) {
         Ok(a) => a,
@@ -49,7 +50,7 @@ pub async fn intercept(
             Err(_) => return handshake_failed(&host, "no TLS handshake within [proxy] handshake_timeout"),
         };
         let entry = Entry::Tunnel(Arc::new(TunnelTarget { authority, host, port }));
-        serve_connection(TokioIo::new(tls), proxy, entry, permit, drain).await;
+        serve_connection(TokioIo::new(tls), proxy, entry, permit, drain, peer).await;
     });
     metrics::counter!("proxy_requests_total", "route" => "intercept", "status" => "200").increment(1);
     crate::proxy::ok_empty()

@@ -1,0 +1,1 @@
+//! `token-sidecar check`: the effective policy as a table.
