@@ -154,7 +154,7 @@ impl Sidecar {
             let serve = crate::proxy::listen::serve(
                 listener,
                 proxy.clone(),
-                Entry::Proxy(proxy_addr),
+                Entry::Unix(proxy_addr),
                 watcher.clone(),
                 Arc::clone(&connections),
             );

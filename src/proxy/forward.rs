@@ -310,7 +310,7 @@ fn upstream_uri(target: &Target, scheme: Scheme, rewritten: Option<String>) -> R
 /// Which listener kind a request came through, for caller identification.
 fn listener_of(entry: &Entry) -> Listener {
     match entry {
-        Entry::Proxy(_) => Listener::Proxy,
+        Entry::Proxy(_) | Entry::Unix(_) => Listener::Proxy,
         Entry::Reverse(_) => Listener::Reverse,
         Entry::Tunnel(_) => Listener::Tunnel,
     }

@@ -59,7 +59,7 @@ impl Proxy {
             // CONNECT opens a tunnel, which only the proxy port offers. Elsewhere its target
             // would be treated as a path and could end up in a library's log line.
             return match entry {
-                Entry::Proxy(_) => tunnel::connect(self, req, peer).await,
+                Entry::Proxy(_) | Entry::Unix(_) => tunnel::connect(self, req, peer).await,
                 _ => {
                     metrics::counter!("proxy_requests_total", "route" => "none", "status" => "405").increment(1);
                     crate::error::ProxyError::ConnectNotAllowed.into_response()
