@@ -123,7 +123,8 @@ impl RoutePositions {
 /// A part of the request.
 #[derive(Debug, Clone)]
 enum Place {
-    /// A header named in some rule (or set by the route), or `None` for any other header.
+    /// A header named in some rule (or set by the route), or `None` for any other header
+    /// (whose name is then in [`Placed::current_header`]).
     Header(Option<HeaderName>),
     Path,
     Query,
@@ -147,6 +148,8 @@ pub struct Placed {
     json: bool,
     /// The body region being substituted.
     region: AtomicUsize,
+    /// For headers no rule names: the one being substituted, for messages.
+    current_header: Mutex<Option<HeaderName>>,
     refusal: Arc<Mutex<Option<Refusal>>>,
 }
 
@@ -171,7 +174,10 @@ impl Placed {
     fn describe(&self) -> String {
         match &self.place {
             Place::Header(Some(name)) => format!("header {name}"),
-            Place::Header(None) => "a header".to_string(),
+            Place::Header(None) => match self.current_header.lock().ok().and_then(|n| n.clone()) {
+                Some(name) => format!("header {name}"),
+                None => "a header".to_string(),
+            },
             Place::Path => "the path".to_string(),
             Place::Query => "the query".to_string(),
             Place::Body => match self.rules.pointers.get(self.region.load(Ordering::Relaxed)) {
@@ -232,6 +238,7 @@ impl PlacedResolvers {
             place,
             json: false,
             region: AtomicUsize::new(OUTSIDE_REGIONS),
+            current_header: Mutex::new(None),
             refusal: Arc::clone(&refusal),
         };
         let mut body = placed(Place::Body);
@@ -249,7 +256,15 @@ impl PlacedResolvers {
     /// The resolver for the header `name`.
     pub fn header(&self, name: &HeaderName) -> &dyn Resolve {
         let named = self.named_headers.iter().find(|p| matches!(&p.place, Place::Header(Some(n)) if n == name));
-        named.unwrap_or(&self.other_headers)
+        match named {
+            Some(placed) => placed,
+            None => {
+                if let Ok(mut current) = self.other_headers.current_header.lock() {
+                    *current = Some(name.clone());
+                }
+                &self.other_headers
+            }
+        }
     }
 
     /// The resolver for the body (and its trailers).

@@ -106,13 +106,13 @@ async fn run(
     let (mut parts, body) = req.into_parts();
     let settings = &snapshot.config.proxy;
     let body = TimedBody::new(body, settings.body_timeout);
-    // Who is asking comes first: without an identity nothing else is looked at (407).
-    let caller = snapshot.policy.identify(listener_of(entry), peer, &parts.headers)?;
-    seen.caller = caller.clone();
     let target = target_of(entry, &parts)?;
     if let Some(entry) = &mut seen.audit {
         entry.target(&target);
     }
+    // Who is asking, before any route or token is looked at (407 if it cannot be told).
+    let caller = snapshot.policy.identify(listener_of(entry), peer, &parts.headers)?;
+    seen.caller = caller.clone();
     // Invariant 8: routes are matched on one view of the path, and that view is what a
     // routed request sends.
     let path_view = path::match_view(target.path_and_query.path());

@@ -9,6 +9,7 @@ mod support;
 mod config;
 mod exchange;
 mod ops;
+mod policy;
 mod proxy;
 mod security;
 mod tls;
