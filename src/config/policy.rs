@@ -528,6 +528,8 @@ fn positions(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -541,6 +543,45 @@ mod tests {
         assert!(Position::parse("header:bad name").is_err());
         assert!(Position::parse("cookies").unwrap_err().contains("expected headers, header:NAME"));
         assert_eq!(Position::Header(http::header::AUTHORIZATION).to_string(), "header:authorization");
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match crate::config::Config::from_text(Path::new("/tmp/sidecar.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|d| format!("{}: {}", d.key_path, d.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn substitute_in_by_placeholder_is_keyed_by_token() {
+        let base = "[tokens.t]\nkind = \"secret\"\nkey = \"v\"\n[[routes]]\nhost = \"a.example\"\nplaceholders = { auth = \"t\" }\n";
+        let ok = format!("{base}substitute_in = {{ auth = [\"header:Authorization\"] }}\n");
+        let config = crate::config::Config::from_text(Path::new("/tmp/sidecar.toml"), &ok).expect("valid");
+        // The alias restricts the token itself, under every name it is written as.
+        assert_eq!(config.routes[0].policy.substitute_in["t"], [Position::Header(http::header::AUTHORIZATION)]);
+        let twice = format!("{base}substitute_in = {{ auth = [\"query\"], t = [\"path\"] }}\n");
+        assert_eq!(errors(&twice), ["routes[0].substitute_in.t: token \"t\" is already listed under another name"]);
+        let unbound = format!("{base}substitute_in = {{ other = [\"query\"] }}\n");
+        assert_eq!(
+            errors(&unbound),
+            ["routes[0].substitute_in.other: \"other\" is not a token or alias this route binds"]
+        );
+        let empty = format!("{base}substitute_in = []\n");
+        assert!(errors(&empty)[0].contains("an empty list means the token can never be written"));
+        let shape = format!("{base}substitute_in = \"headers\"\n");
+        assert!(errors(&shape)[0].contains("expected a list such as"));
+    }
+
+    #[test]
+    fn callers_need_distinct_secrets_and_sources() {
+        let text = "[[callers]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nsources = [\"10.0.0.0/8\"]\n\
+                    [[callers]]\nname = \"b\"\nkey = \"0123456789abcdef\"\nsources = [\"10.1.0.0/16\"]\n\
+                    [[callers]]\nname = \"a\"\ngid = 5\n";
+        let found = errors(text);
+        assert!(found.iter().any(|e| e.contains("has the same secret as caller \"a\"")), "{found:?}");
+        assert!(found.iter().any(|e| e.contains("10.1.0.0/16 overlaps 10.0.0.0/8 of caller \"a\"")), "{found:?}");
+        assert!(found.iter().any(|e| e.contains("a second caller named \"a\"")), "{found:?}");
+        assert!(!found.iter().any(|e| e.contains("0123456789abcdef")), "a secret in a message: {found:?}");
     }
 
     #[test]

@@ -422,6 +422,21 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_lines_instead_of_waiting() {
+        // A writer that has stalled (a full disk, a blocked pipe): its queue is never read.
+        let (queue, lines) = std::sync::mpsc::sync_channel(2);
+        let settings = AuditSettings { file: None, max_size: 4096, max_files: 0, buffer: 2 };
+        let log = AuditLog { settings, queue };
+        let started = Instant::now();
+        for i in 0..10_000 {
+            log.write(format!("line {i}"));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "writing waited for the writer");
+        let queued: Vec<String> = lines.try_iter().collect();
+        assert_eq!(queued, ["line 0", "line 1"], "the first lines are kept, the rest dropped");
+    }
+
+    #[test]
     fn files_rotate_by_size_and_keep_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");

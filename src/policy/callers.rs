@@ -34,8 +34,10 @@ pub enum Peer {
     /// A process on the Unix-socket listener, by its credentials.
     Unix { uid: u32, gid: u32 },
     /// Inside an intercepted tunnel: the caller the CONNECT was identified as (`None` when no
-    /// callers were configured then). Also a Unix peer whose credentials could not be read.
+    /// callers were configured then).
     Tunnel(Option<Arc<str>>),
+    /// A Unix-socket peer whose credentials could not be read.
+    Unknown,
 }
 
 impl Peer {
@@ -142,6 +144,7 @@ impl Callers {
                     format!("no caller is configured for source address {ip}; or send Proxy-Authorization")
                 })
             }
+            (Peer::Unknown, _) => Err("the peer's credentials could not be read; send Proxy-Authorization".into()),
             _ => Err("send Proxy-Authorization: Basic (the caller's name and secret) or Bearer (its secret)".into()),
         };
         found.map(|i| Some(Arc::clone(&self.list[i]))).map_err(Unidentified)

@@ -50,7 +50,7 @@ impl Accept for UnixListener {
         // SO_PEERCRED: the kernel's word for which process connected.
         let peer = match stream.peer_cred() {
             Ok(cred) => Peer::Unix { uid: cred.uid(), gid: cred.gid() },
-            Err(_) => Peer::Tunnel(None),
+            Err(_) => Peer::Unknown,
         };
         Ok((stream, peer))
     }
