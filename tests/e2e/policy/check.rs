@@ -3,6 +3,7 @@
 
 use crate::support::client::{stderr, stdout};
 use crate::support::config::ConfigDir;
+use crate::support::keys::{demo_key_path, repo_root};
 use crate::support::sidecar::run_cli;
 
 const POLICY: &str = r#"[policy]
@@ -154,4 +155,42 @@ fn check_reports_every_policy_mistake_in_one_run() {
         assert!(found, "expected line {row}: {key}: {message}...\n{report}");
     }
     assert!(!report.contains("short\""), "a secret in an error message:\n{report}");
+}
+
+/// The recommended production config of README.md ("Securing agent egress") and the config of
+/// `examples/kubernetes/configmap.yaml`, each checked with its files in a temp folder.
+#[test]
+fn the_recommended_configs_pass_check() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let after = readme.split("A recommended production config").nth(1).expect("the README's recommended config");
+    let readme_toml = after.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a TOML block");
+    let configmap = std::fs::read_to_string(repo_root().join("examples/kubernetes/configmap.yaml")).expect("configmap");
+    let configmap_toml: String = configmap
+        .split("sidecar.toml: |\n")
+        .nth(1)
+        .expect("the configmap's sidecar.toml")
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+
+    for (name, text) in [("README.md", readme_toml.to_string()), ("configmap.yaml", configmap_toml)] {
+        let dir = ConfigDir::empty();
+        let root = format!("{}/", dir.root().display());
+        let text = text.replace("/etc/token-sidecar/", &root).replace("/var/log/token-sidecar/", &root);
+        std::fs::create_dir_all(dir.path("keys")).expect("keys");
+        std::fs::create_dir_all(dir.path("callers")).expect("callers");
+        std::fs::copy(demo_key_path("demo-rsa.key.pem"), dir.path("keys/acme.key.pem")).expect("key");
+        dir.write("keys/github-token", "ghp_example_token");
+        for caller in ["research-agent", "agent-function"] {
+            dir.write(&format!("callers/{caller}"), "0123456789abcdef0123456789abcdef\n");
+        }
+        token_sidecar::tls::generate_ca(&dir.path("ca")).expect("a CA");
+        dir.write("sidecar.toml", &text);
+        let out = run_cli(dir.root(), &["check", "--config", "sidecar.toml"]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}\n{text}", stderr(&out));
+        let report = stdout(&out);
+        assert!(report.contains("Addresses denied: metadata, link_local, loopback, private"), "{name}: {report}");
+        assert!(report.contains("Unrouted traffic: denied"), "{name}: {report}");
+        assert!(report.contains("header:authorization"), "{name}: {report}");
+    }
 }
