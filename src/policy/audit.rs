@@ -64,7 +64,8 @@ impl AuditLog {
     }
 
     /// Queues one line, or drops it when the writer is behind.
-    pub fn write(&self, line: String) {
+    pub fn write(&self, mut line: String) {
+        line.push('\n');
         match self.queue.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -114,14 +115,13 @@ impl Writer {
         self.flush();
     }
 
+    /// Writes one line (ending in a newline) with one `write_all`, so it stays in one piece
+    /// even beside another writer appending to the same file.
     fn write(&mut self, line: &str) {
         let written = match &mut self.sink {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n"))
-            }
+            Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
             Sink::File { path, out, size } => {
-                let len = line.len() as u64 + 1;
+                let len = line.len() as u64;
                 if *size > 0 && *size + len > self.max_size {
                     if let Some(mut full) = out.take() {
                         let _ = full.flush();
@@ -135,7 +135,7 @@ impl Writer {
                 }
                 match out {
                     Some(file) => {
-                        let result = file.write_all(line.as_bytes()).and_then(|()| file.write_all(b"\n"));
+                        let result = file.write_all(line.as_bytes());
                         if result.is_ok() {
                             *size += len;
                         } else {
@@ -433,7 +433,7 @@ mod tests {
         }
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "writing waited for the writer");
         let queued: Vec<String> = lines.try_iter().collect();
-        assert_eq!(queued, ["line 0", "line 1"], "the first lines are kept, the rest dropped");
+        assert_eq!(queued, ["line 0\n", "line 1\n"], "the first lines are kept, the rest dropped");
     }
 
     #[test]
@@ -449,7 +449,7 @@ mod tests {
         };
         let line = "x".repeat(999);
         for i in 0..13 {
-            writer.write(&format!("{i:04}{}", &line[4..]));
+            writer.write(&format!("{i:04}{}\n", &line[4..]));
         }
         writer.flush();
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();

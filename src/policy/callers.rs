@@ -114,10 +114,14 @@ impl Callers {
             return Ok(None);
         }
         if let Peer::Tunnel(name) = peer {
-            return match name.as_deref().and_then(|n| self.by_name(n)) {
-                Some(caller) => Ok(Some(Arc::clone(caller))),
-                None => Err(Unidentified(
+            return match name.as_deref().map(|n| self.by_name(n)) {
+                Some(Some(caller)) => Ok(Some(Arc::clone(caller))),
+                Some(None) => Err(Unidentified(
                     "the caller that opened this tunnel is not configured any more; open a new one".into(),
+                )),
+                None => Err(Unidentified(
+                    "this tunnel was opened before callers were configured; open a new one with Proxy-Authorization"
+                        .into(),
                 )),
             };
         }

@@ -82,16 +82,19 @@ pub async fn connect(proxy: &Proxy, mut req: Request<Incoming>, peer: &Peer) -> 
         let _permit = permit;
         // Shutdown waits for the tunnel (up to the grace period): it cannot be asked to end.
         let _drain = drain.as_ref().and_then(Drain::take);
-        match hyper::upgrade::on(req).await {
+        let copied = match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
                 let mut upstream = upstream;
-                let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                if let Some(closed) = closed {
-                    closed.finish(copied.ok());
-                }
+                tokio::io::copy_bidirectional(&mut client, &mut upstream).await.ok()
             }
-            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, "CONNECT upgrade failed");
+                None
+            }
+        };
+        if let Some(closed) = closed {
+            closed.finish(copied);
         }
     });
     metrics::counter!("proxy_requests_total", "route" => "tunnel", "status" => "200").increment(1);
