@@ -4,7 +4,7 @@
 use crate::support::client::{stderr, stdout};
 use crate::support::config::ConfigDir;
 use crate::support::keys::{demo_key_path, repo_root};
-use crate::support::sidecar::run_cli;
+use crate::support::sidecar::{binary, run_cli};
 
 const POLICY: &str = r#"[policy]
 deny_networks = ["loopback", "private"]
@@ -193,4 +193,29 @@ fn the_recommended_configs_pass_check() {
         assert!(report.contains("Unrouted traffic: denied"), "{name}: {report}");
         assert!(report.contains("header:authorization"), "{name}: {report}");
     }
+}
+
+#[test]
+fn a_caller_secret_can_come_from_the_environment() {
+    let dir = ConfigDir::empty();
+    dir.write("sidecar.toml", "[[callers]]\nname = \"fn-env\"\nkey_env = \"FN_ENV_PROXY_SECRET\"\n");
+    let check = |secret: Option<&str>| {
+        let mut command = binary();
+        command.args(["check", "--config", "sidecar.toml"]).current_dir(dir.root()).env_remove("FN_ENV_PROXY_SECRET");
+        if let Some(secret) = secret {
+            command.env("FN_ENV_PROXY_SECRET", secret);
+        }
+        command.output().expect("run check")
+    };
+    let ok = check(Some("from-the-environment-0123456789"));
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("Callers: fn-env (Proxy-Authorization)"), "{}", stdout(&ok));
+    let unset = check(None);
+    assert!(
+        stderr(&unset).contains("callers[0].key_env: environment variable FN_ENV_PROXY_SECRET is not set or empty"),
+        "{}",
+        stderr(&unset)
+    );
+    let short = check(Some("short"));
+    assert!(stderr(&short).contains("a caller secret must be at least 16"), "{}", stderr(&short));
 }
