@@ -194,6 +194,7 @@ async fn run(
                     budget,
                     settings.max_buffered_total,
                 )?;
+                let body = counted(body, seen);
                 tokens.check_fresh(SystemTime::now())?;
                 response = send(snapshot, parts, uri, body, &target, network_set).await?;
             }
