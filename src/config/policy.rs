@@ -90,13 +90,13 @@ pub struct AuditSettings {
 /// A place in a request a token may be written (`substitute_in`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Position {
-    /// Any request header (and trailer).
+    /// Any request header.
     Headers,
     /// One header, by lowercase name.
     Header(http::HeaderName),
     Query,
     Path,
-    /// Anywhere in the body.
+    /// Anywhere in the body, and its trailers.
     Body,
     /// The string at this JSON Pointer of a JSON body.
     Json(String),
