@@ -44,7 +44,9 @@ pub enum Command {
     /// Check a configuration: parse it, load every key and make a test signature.
     ///
     /// Makes no network request: token endpoints are not called. Prints every problem as FILE:LINE:COLUMN: KEY: MESSAGE and exits non-zero if there is
-    /// any. Example: token-sidecar check --config sidecar.toml
+    /// any. A valid file is followed by its effective policy: the address rules, unrouted
+    /// traffic, callers, and a table of what each caller may reach with which token.
+    /// Example: token-sidecar check --config sidecar.toml
     Check,
 
     /// Print one freshly signed token to stdout, for debugging a target service.

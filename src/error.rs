@@ -57,6 +57,20 @@ pub enum ProxyError {
     Overloaded,
     #[error("the client paused sending the request body for longer than [proxy] body_timeout ({0:?})")]
     BodyTimeout(std::time::Duration),
+    /// `[policy]` refuses where the request would go, or who sent it.
+    #[error("{0}")]
+    PolicyDenied(String),
+    /// `[[callers]]` are configured and the request does not say which it is.
+    #[error("proxy authentication required: {0}")]
+    ProxyAuthRequired(String),
+    /// A bound token written where the route's `substitute_in` does not allow it.
+    #[error(
+        "placeholder {{/{name}}} is not allowed in {place}; the route's substitute_in allows it only in: {allowed}"
+    )]
+    NotAllowedHere { name: String, place: String, allowed: String },
+    /// Over a route's or a caller's rate limit.
+    #[error("{what} is over its rate limit; retry after {retry_after} s")]
+    RateLimited { what: String, retry_after: u64 },
 }
 
 impl ProxyError {
@@ -68,6 +82,7 @@ impl ProxyError {
             ProxyError::Refused(r) => match r.kind {
                 RefusalKind::NotBound => "placeholder_not_allowed",
                 RefusalKind::Unavailable => "token_unavailable",
+                RefusalKind::NotAllowedHere => "placeholder_not_allowed_here",
             },
             ProxyError::UnmatchedDenied(_) => "unmatched_denied",
             ProxyError::InterceptionDisabled(_) => "interception_disabled",
@@ -85,6 +100,10 @@ impl ProxyError {
             ProxyError::UriTooLong(_) => "uri_too_long",
             ProxyError::Overloaded => "overloaded",
             ProxyError::BodyTimeout(_) => "body_timeout",
+            ProxyError::PolicyDenied(_) => "policy_denied",
+            ProxyError::ProxyAuthRequired(_) => "proxy_auth_required",
+            ProxyError::NotAllowedHere { .. } => "placeholder_not_allowed_here",
+            ProxyError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -102,9 +121,12 @@ impl ProxyError {
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Refused(r) => match r.kind {
-                RefusalKind::NotBound => StatusCode::FORBIDDEN,
+                RefusalKind::NotBound | RefusalKind::NotAllowedHere => StatusCode::FORBIDDEN,
                 RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             },
+            ProxyError::PolicyDenied(_) | ProxyError::NotAllowedHere { .. } => StatusCode::FORBIDDEN,
+            ProxyError::ProxyAuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UnmatchedDenied(_) | ProxyError::InterceptionDisabled(_) => StatusCode::FORBIDDEN,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamTls { .. } | ProxyError::UpstreamFailed(_) => {
@@ -131,6 +153,16 @@ impl ProxyError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        match &self {
+            ProxyError::ProxyAuthRequired(_) => {
+                headers.append(header::PROXY_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="token-sidecar""#));
+                headers.append(header::PROXY_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="token-sidecar""#));
+            }
+            ProxyError::RateLimited { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
         response
     }
 }

@@ -6,7 +6,8 @@
 //! sends the request upstream. [`tokens`] defines what is minted ([`exchange`] fetches
 //! tokens from token endpoints), [`config`] reads
 //! `sidecar.toml`, [`reload`] swaps in new configs, [`tls`] intercepts CONNECT tunnels, and
-//! [`admin`] reports on all of it.
+//! [`admin`] reports on all of it. [`policy`] decides where traffic may go, who may send it
+//! and where a token may be written, and keeps the audit log.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod files;
 pub mod fleet;
 pub mod keygen;
 pub mod logging;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod routes;

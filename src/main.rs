@@ -67,6 +67,7 @@ fn check(cli: &Cli) -> ExitCode {
                 config.routes.len(),
                 config.listeners.len()
             );
+            println!("\n{}", token_sidecar::policy::report::effective_policy(&config).trim_end());
             ExitCode::SUCCESS
         }
         Err(e) => {

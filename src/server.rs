@@ -36,6 +36,8 @@ pub struct Sidecar {
     pub echo_tls_addr: Option<SocketAddr>,
     /// Bound addresses of the reverse listeners, in config order.
     pub listener_addrs: Vec<SocketAddr>,
+    /// The Unix-socket proxy listener's path, removed at shutdown.
+    pub unix_path: Option<std::path::PathBuf>,
     /// The listener settings the sockets were bound with; a reload cannot change them.
     bound: BoundSettings,
 }
@@ -47,6 +49,7 @@ struct BoundSettings {
     admin: SocketAddr,
     echo: Option<crate::config::EchoSettings>,
     listeners: Vec<(SocketAddr, http::Uri)>,
+    listen_unix: Option<std::path::PathBuf>,
     worker_threads: usize,
     max_connections: usize,
 }
@@ -58,6 +61,7 @@ impl BoundSettings {
             admin: config.admin.listen,
             echo: config.echo,
             listeners: config.listeners.iter().map(|l| (l.listen, l.upstream.clone())).collect(),
+            listen_unix: config.proxy.listen_unix.clone(),
             worker_threads: config.proxy.worker_threads,
             max_connections: config.proxy.max_connections,
         }
@@ -69,6 +73,8 @@ impl BoundSettings {
 pub enum StartError {
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on the Unix socket {}: {reason}", path.display())]
+    BindUnix { path: std::path::PathBuf, reason: String },
     #[error("{0}")]
     Build(#[from] BuildError),
     #[error("{0}")]
@@ -106,6 +112,11 @@ impl Sidecar {
             let target = ReverseTarget::from_uri(&l.upstream);
             reverse.push((bind(l.listen, "reverse listener").await?, target));
         }
+        let unix_listener = match &config.proxy.listen_unix {
+            Some(path) => Some(bind_unix(path, config.proxy.listen_unix_mode)?),
+            None => None,
+        };
+        let unix_path = config.proxy.listen_unix.clone();
         let connections = Arc::new(tokio::sync::Semaphore::new(config.proxy.max_connections));
         let bound = BoundSettings::of(&config);
 
@@ -138,6 +149,17 @@ impl Sidecar {
                 crate::proxy::listen::serve(listener, proxy.clone(), entry, watcher.clone(), Arc::clone(&connections));
             tasks.spawn(serve);
         }
+        if let Some(listener) = unix_listener {
+            // A proxy port like the TCP one, whose peers are identified by uid/gid.
+            let serve = crate::proxy::listen::serve(
+                listener,
+                proxy.clone(),
+                Entry::Unix(proxy_addr),
+                watcher.clone(),
+                Arc::clone(&connections),
+            );
+            tasks.spawn(serve);
+        }
         tasks.spawn(crate::proxy::listen::serve(proxy_listener, proxy, Entry::Proxy(proxy_addr), watcher, connections));
         tracing::info!(%proxy_addr, %admin_addr, listener_addrs = ?listener_addrs, "token-sidecar ready");
         Ok(Sidecar {
@@ -150,6 +172,7 @@ impl Sidecar {
             echo_addr,
             echo_tls_addr,
             listener_addrs,
+            unix_path,
             bound,
         })
     }
@@ -174,6 +197,9 @@ impl Sidecar {
         }
         if new.listeners != self.bound.listeners {
             changes.push("[[listeners]]");
+        }
+        if new.listen_unix != self.bound.listen_unix {
+            changes.push("[proxy] listen_unix");
         }
         if new.worker_threads != self.bound.worker_threads {
             changes.push("[proxy] worker_threads");
@@ -203,7 +229,25 @@ impl Sidecar {
             self.tasks.abort_all();
         }
         self.background.abort_all();
+        if let Some(path) = &self.unix_path {
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// Binds the Unix-socket listener at `path` with permissions `mode`. A socket file left by
+/// an earlier run is replaced; any other file there is an error, never removed.
+fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, StartError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let fail = |reason: String| StartError::BindUnix { path: path.to_path_buf(), reason };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(|e| fail(e.to_string()))?,
+        Ok(_) => return Err(fail("a file that is not a socket is in the way".into())),
+        Err(_) => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| fail(e.to_string()))?;
+    Ok(listener)
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {

@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub interceptor: Option<Arc<Interceptor>>,
     /// Present when `[fleet]` is configured: the Redis that shared tokens go through.
     pub fleet: Option<Arc<Fleet>>,
+    /// Where traffic may go, who may send it, and the audit log.
+    pub policy: crate::policy::Policy,
     /// Digest of the config and key files this snapshot was built from, so a file event that
     /// changed nothing does not rebuild.
     pub files_digest: [u8; 32],
@@ -79,6 +81,8 @@ pub enum BuildError {
     Tls(#[from] crate::tls::CaError),
     #[error("fleet: {0}")]
     Fleet(String),
+    #[error("{0}")]
+    Policy(String),
 }
 
 impl Snapshot {
@@ -96,14 +100,16 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         minters: &HashMap<String, Arc<dyn Mint>>,
     ) -> Result<Snapshot, BuildError> {
+        let policy = crate::policy::Policy::build(&config, previous.map(|p| &p.policy)).map_err(BuildError::Policy)?;
         let upstream = match previous {
             Some(p)
                 if p.config.proxy.same_upstream_settings(&config.proxy)
-                    && p.upstream.ca_digest == crate::reload::digest_files(config.proxy.extra_ca_file.as_slice()) =>
+                    && p.upstream.ca_digest == crate::reload::digest_files(config.proxy.extra_ca_file.as_slice())
+                    && p.upstream.has_networks(&policy.network_sets) =>
             {
                 Arc::clone(&p.upstream)
             }
-            _ => Arc::new(Upstream::new(&config.proxy).map_err(BuildError::Upstream)?),
+            _ => Arc::new(Upstream::new(&config.proxy, &policy.network_sets).map_err(BuildError::Upstream)?),
         };
         let fleet = match (&config.fleet, previous.and_then(|p| p.fleet.as_ref())) {
             (None, _) => None,
@@ -179,7 +185,17 @@ impl Snapshot {
             (Some(tls), _) => Some(Arc::new(Interceptor::load(tls)?)),
         };
         let files_digest = crate::reload::digest_files(&config.watched_files);
-        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream, interceptor, fleet, files_digest })
+        Ok(Snapshot {
+            config: Arc::new(config),
+            routes,
+            compiled,
+            cells,
+            upstream,
+            interceptor,
+            fleet,
+            policy,
+            files_digest,
+        })
     }
 
     /// Whether every token has a current, unexpired value.
@@ -298,6 +314,21 @@ impl RequestTokens {
             }
         }
         out
+    }
+
+    /// The names of the tokens written into the request so far (each once, aliases as the
+    /// token they stand for): what the audit log records, never a value.
+    pub fn used_tokens(&self) -> Vec<String> {
+        let Some(route) = self.snapshot.compiled.get(self.route) else { return Vec::new() };
+        let mut names: Vec<String> = Vec::new();
+        for (i, used) in self.used.iter().enumerate() {
+            if let (true, Some((_, cell, _))) = (used.load(Ordering::Relaxed), route.bindings.get(i)) {
+                if !names.iter().any(|n| n == cell.name()) {
+                    names.push(cell.name().to_string());
+                }
+            }
+        }
+        names
     }
 
     /// The values written into the request so far, each with its placeholder text and the

@@ -69,6 +69,9 @@ fn reference(input: &[u8], resolver: &dyn Resolve) -> Result<Vec<u8>, Refused> {
                     Resolution::Unavailable => {
                         return Err(Refused { name: name.to_owned(), kind: RefusalKind::Unavailable });
                     }
+                    Resolution::NotAllowedHere => {
+                        return Err(Refused { name: name.to_owned(), kind: RefusalKind::NotAllowedHere });
+                    }
                 }
             }
         }

@@ -95,6 +95,9 @@ fn reference(input: &str, resolver: &dyn Resolve) -> Result<String, Refused> {
                 Resolution::Unavailable => {
                     return Err(Refused { name: name.to_owned(), kind: RefusalKind::Unavailable });
                 }
+                Resolution::NotAllowedHere => {
+                    return Err(Refused { name: name.to_owned(), kind: RefusalKind::NotAllowedHere });
+                }
             }
         }
         out.push(bytes[i]);

@@ -7,6 +7,7 @@
 pub mod dependencies;
 mod diagnostic;
 pub mod fleet;
+pub mod policy;
 pub mod raw;
 mod structure;
 mod validate;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use diagnostic::{Collector, ConfigErrors, Diagnostic};
 pub use fleet::FleetSettings;
+pub use policy::{AuditSettings, CallerDefinition, PolicySettings, Position, RateLimit, RoutePolicySettings};
 
 use crate::routes::{HostPattern, Scheme};
 use crate::tokens::TokenDefinition;
@@ -36,6 +38,12 @@ pub struct Config {
     pub tokens: BTreeMap<String, TokenDefinition>,
     pub routes: Vec<RouteDefinition>,
     pub listeners: Vec<ListenerDefinition>,
+    /// Where traffic may go (`[policy]`).
+    pub policy: PolicySettings,
+    /// The functions that may use the sidecar; empty: anyone who can connect.
+    pub callers: Vec<CallerDefinition>,
+    /// The request log, when `[audit]` is present.
+    pub audit: Option<AuditSettings>,
     /// Files whose change should trigger a reload (the config and every key file).
     pub watched_files: Vec<PathBuf>,
     /// `[fleet]`, when sidecars share exchanged tokens through Redis.
@@ -85,6 +93,10 @@ pub struct ProxySettings {
     pub body_timeout: Duration,
     /// A connection with no request in flight is closed after this.
     pub idle_timeout: Duration,
+    /// A Unix-socket proxy listener, whose peers are identified by uid/gid.
+    pub listen_unix: Option<PathBuf>,
+    /// Permissions of the socket file.
+    pub listen_unix_mode: u32,
 }
 
 impl Default for ProxySettings {
@@ -108,6 +120,8 @@ impl Default for ProxySettings {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            listen_unix: None,
+            listen_unix_mode: 0o666,
         }
     }
 }
@@ -181,6 +195,9 @@ pub struct RouteDefinition {
     /// Every request of the route goes to the upstream over HTTP/2 (h2c prior knowledge for
     /// plain HTTP, ALPN `h2` only for TLS); gRPC requests do so whatever this says.
     pub upstream_http2: bool,
+    /// Who may use the route, which networks it may reach, where its tokens may be written,
+    /// and how often.
+    pub policy: RoutePolicySettings,
 }
 
 /// One `[[listeners]]` entry: a local port that sends everything to one upstream base URL.

@@ -27,6 +27,11 @@ pub struct RawConfig {
     pub listeners: Vec<Spanned<RawListener>>,
     /// `[fleet]`: sharing exchanged tokens through Redis.
     pub fleet: Option<Spanned<super::fleet::RawFleet>>,
+    #[serde(default)]
+    pub policy: RawPolicy,
+    #[serde(default)]
+    pub callers: Vec<Spanned<RawCaller>>,
+    pub audit: Option<Spanned<RawAudit>>,
 }
 
 /// `[proxy]`: the listener agent functions point `HTTP_PROXY` at, and the upstream client.
@@ -51,6 +56,10 @@ pub struct RawProxy {
     pub header_timeout: Option<Spanned<String>>,
     pub body_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    /// A Unix-socket proxy listener, whose peers are identified by their uid/gid.
+    pub listen_unix: Option<Spanned<String>>,
+    /// The socket file's permissions, in octal (`"0666"`).
+    pub listen_unix_mode: Option<Spanned<String>>,
 }
 
 /// `[admin]`: metrics and health endpoints.
@@ -167,6 +176,15 @@ pub struct RawRoute {
     pub retry_on_401: Option<Spanned<bool>>,
     /// Speak HTTP/2 to the upstream for every request (prior knowledge over plain HTTP).
     pub upstream_http2: Option<Spanned<bool>>,
+    /// The callers that may use this route (all identified callers when absent).
+    pub callers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Networks this route's upstream may be reached at although `[policy]` denies them.
+    #[serde(default)]
+    pub allow_networks: Vec<Spanned<String>>,
+    /// Where in a request the route's tokens may be written: a list for every token, or a
+    /// table of lists by placeholder name.
+    pub substitute_in: Option<Spanned<toml::Value>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
 }
 
 /// `[[listeners]]`: a local port bound to one upstream, for clients that cannot use a proxy.
@@ -175,4 +193,55 @@ pub struct RawRoute {
 pub struct RawListener {
     pub listen: Spanned<String>,
     pub upstream: Spanned<String>,
+}
+
+/// `[policy]`: where traffic may go.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default)]
+    pub deny_networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub deny_hosts: Vec<Spanned<String>>,
+}
+
+/// `[[callers]]`: a function that may use the sidecar, and how it is recognised.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaller {
+    pub name: Spanned<String>,
+    /// The secret it sends in `Proxy-Authorization`, from one of these.
+    pub key: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub key_env: Option<Spanned<String>>,
+    /// The peer process on the Unix-socket listener.
+    pub uid: Option<Spanned<i64>>,
+    pub gid: Option<Spanned<i64>>,
+    /// Source addresses on the reverse listeners.
+    #[serde(default)]
+    pub sources: Vec<Spanned<String>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+/// `rate_limit = { per_second = 10, burst = 20 }`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub per_second: Spanned<f64>,
+    pub burst: Option<Spanned<i64>>,
+}
+
+/// `[audit]`: one JSON line per request.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// The log file; standard output when absent.
+    pub file: Option<Spanned<String>>,
+    pub max_size: Option<Spanned<String>>,
+    pub max_files: Option<Spanned<i64>>,
+    pub buffer: Option<Spanned<i64>>,
 }

@@ -106,6 +106,9 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
         })
         .collect();
 
+    let super::policy::Checked { policy, callers, audit } =
+        super::policy::check(&raw, &base_dir, &mut c, &mut watched_files);
+
     // Every file the config names is watched: a rotated CA bundle is a change like a key's.
     watched_files.extend(proxy.extra_ca_file.clone());
     if let Some(tls) = &tls {
@@ -122,6 +125,9 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
         tokens,
         routes,
         listeners,
+        policy,
+        callers,
+        audit,
         watched_files,
         fleet,
         shared_tokens,
@@ -210,6 +216,16 @@ fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> Pr
             .map_or(d.worker_threads, |n| positive(n, "proxy.worker_threads", c).unwrap_or(1)),
         pool_idle_timeout: duration(&p.pool_idle_timeout, "proxy.pool_idle_timeout", d.pool_idle_timeout, c),
         shutdown_grace: duration(&p.shutdown_grace, "proxy.shutdown_grace", d.shutdown_grace, c),
+        listen_unix: p.listen_unix.as_ref().map(|f| base_dir.join(f.get_ref())),
+        listen_unix_mode: p.listen_unix_mode.as_ref().map_or(d.listen_unix_mode, |m| {
+            match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
+                Ok(mode) if mode <= 0o777 => mode,
+                _ => {
+                    c.error(m.span(), "proxy.listen_unix_mode", "expected octal permissions such as \"0660\"");
+                    d.listen_unix_mode
+                }
+            }
+        }),
     }
 }
 
@@ -315,6 +331,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
         })
         .collect();
 
+    let policy = super::policy::route(&prefix, r, &bindings, &raw.callers, c);
     if c.len() != before {
         return None;
     }
@@ -331,6 +348,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
         redact_responses: r.redact_responses.as_ref().is_some_and(|b| *b.get_ref()),
         retry_on_401: r.retry_on_401.as_ref().is_none_or(|b| *b.get_ref()),
         upstream_http2: r.upstream_http2.as_ref().is_some_and(|b| *b.get_ref()),
+        policy,
     })
 }
 

@@ -154,7 +154,17 @@ fn rewrite_whole(
 ) -> Result<ProxyBody, ProxyError> {
     let mut substituter = BodySubstituter::with_syntax(Arc::clone(&tokens), Syntax::for_body(headers));
     let mut pieces = Vec::new();
-    substituter.push(whole, &mut pieces)?;
+    match tokens.body_regions(&whole) {
+        None => substituter.push(whole, &mut pieces)?,
+        // Each region is judged by its own rule (a route's `substitute_in` JSON pointers).
+        Some(regions) => {
+            for (range, region) in regions {
+                tokens.enter_region(region);
+                substituter.push(whole.slice(range), &mut pieces)?;
+            }
+            tokens.enter_region(crate::substitute::OUTSIDE_REGIONS);
+        }
+    }
     substituter.finish(&mut pieces);
     headers.remove(header::TRANSFER_ENCODING);
     // The pieces (text slices and token values) are sent as they are, without joining them:

@@ -23,24 +23,48 @@ use super::upstream::Protocol;
 use super::{BoxError, ProxyBody};
 use crate::config::Unmatched;
 use crate::error::ProxyError;
+use crate::policy::callers::{Caller, Listener, Peer};
+use crate::policy::positions::{Explainer, RequestResolvers};
+use crate::policy::{audit, connect::AddressDenied};
 use crate::routes::Scheme;
 use crate::snapshot::{RequestTokens, Snapshot};
-use crate::substitute::{substitute_header_map, substitute_uri_within, RedactingBody, Redactions, Refused, Resolve};
+use crate::substitute::{RedactingBody, Redactions, Refused, Resolve};
+
+/// What the request path learned about a request, for metrics and the audit line.
+#[derive(Default)]
+struct Seen {
+    route: Option<usize>,
+    caller: Option<Arc<Caller>>,
+    /// Names the place of a refusal by position.
+    explainer: Option<Explainer>,
+    /// The audit line being filled in, when `[audit]` is on.
+    audit: Option<audit::Entry>,
+}
 
 /// Serves one request with one snapshot, turning every failure into a JSON error response.
 pub async fn forward(
     snapshot: Arc<Snapshot>,
     budget: &Arc<BufferBudget>,
     entry: &Entry,
+    peer: &Peer,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = req.method().clone();
-    let mut route = None;
-    let result = run(&snapshot, budget, entry, req, &mut route).await;
+    let mut seen = Seen::default();
+    if snapshot.policy.audit.is_some() {
+        seen.audit = Some(audit::Entry::started(method.as_str()));
+    }
+    let result = run(&snapshot, budget, entry, peer, req, &mut seen).await;
+    let result = match &seen.explainer {
+        Some(explainer) => result.map_err(|e| explainer.explain(e)),
+        None => result,
+    };
+    let error = result.as_ref().err().map(ProxyError::code);
     let response = result.unwrap_or_else(ProxyError::into_response);
     let status = response.status();
     let elapsed = started.elapsed();
+    let route = seen.route;
     let route_name = match route.and_then(|r| snapshot.compiled.get(r)) {
         Some(compiled) => {
             compiled.duration.record(elapsed.as_secs_f64());
@@ -52,8 +76,19 @@ pub async fn forward(
         }
     };
     tracing::debug!(%method, route = &*route_name, status = status.as_u16(), elapsed_us = elapsed.as_micros() as u64, "request");
-    metrics::counter!("proxy_requests_total", "route" => route_name, "status" => status_label(status)).increment(1);
-    response
+    crate::policy::record(&snapshot.policy, seen.caller.as_deref(), &route_name, status_label(status), error);
+    metrics::counter!("proxy_requests_total", "route" => route_name.clone(), "status" => status_label(status))
+        .increment(1);
+    match (seen.audit, &snapshot.policy.audit) {
+        (Some(mut entry), Some(log)) => {
+            entry.caller = seen.caller.map(|c| Arc::clone(&c.name));
+            entry.route = route.and_then(|r| snapshot.compiled.get(r)).map(|r| Arc::clone(&r.name));
+            entry.status = status.as_u16();
+            entry.error = error;
+            response.map(|body| audit::audited(body, entry, started, Arc::clone(log)))
+        }
+        _ => response,
+    }
 }
 
 /// A status code as a `'static` label, so counting a request allocates no string.
@@ -67,17 +102,25 @@ async fn run(
     snapshot: &Arc<Snapshot>,
     budget: &Arc<BufferBudget>,
     entry: &Entry,
+    peer: &Peer,
     req: Request<Incoming>,
-    matched: &mut Option<usize>,
+    seen: &mut Seen,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let upgrade = Upgrade::take(&mut parts);
     let settings = &snapshot.config.proxy;
     let body = TimedBody::new(body, settings.body_timeout);
     let target = target_of(entry, &parts)?;
+    if let Some(entry) = &mut seen.audit {
+        entry.target(&target);
+    }
+    // Who is asking, before any route or token is looked at (407 if it cannot be told).
+    let caller = snapshot.policy.identify(listener_of(entry), peer, &parts.headers)?;
+    seen.caller = caller.clone();
     // Userinfo never goes upstream in the target; a client that put credentials there meant
     // them as Basic credentials (which then get their placeholders filled like any others).
-    if let (Entry::Proxy(_), Some(basic)) = (entry, crate::substitute::basic_from_userinfo(&parts.uri)) {
+    if let (Entry::Proxy(_) | Entry::Unix(_), Some(basic)) = (entry, crate::substitute::basic_from_userinfo(&parts.uri))
+    {
         parts.headers.entry(header::AUTHORIZATION).or_insert(basic);
     }
     // Invariant 8: routes are matched on one view of the path, and that view is what a
@@ -89,18 +132,23 @@ async fn run(
         if settings.unmatched == Unmatched::Deny {
             return Err(ProxyError::UnmatchedDenied(target.authority.to_string()));
         }
+        snapshot.policy.admit_unrouted(&target.host, caller.as_deref())?;
         // Unrouted: forwarded untouched, placeholders and all.
         let uri = upstream_uri(&target, target.scheme, None)?;
         prepare_headers(&mut parts.headers, &target, upgrade.as_ref());
         let protocol = upstream_protocol(&parts.headers, upgrade.is_some(), false);
-        let body = body::untouched(body, &parts.method, &mut parts.headers);
-        let response = send(snapshot, parts, uri, body, &target, protocol).await?;
+        let body = counted(body::untouched(body, &parts.method, &mut parts.headers), seen);
+        let response = send(snapshot, parts, uri, body, &target, 0, protocol).await?;
         let response = upgrade::finish(upgrade, response, "none", settings.idle_timeout, target.authority.as_str())?;
         return Ok(timed_response(response, settings.body_timeout));
     };
-    *matched = Some(route);
+    seen.route = Some(route);
     let compiled = &snapshot.compiled[route];
     path::check_routed(&compiled.path_prefix, &path_view).map_err(ProxyError::PathNotNormalised)?;
+    snapshot.policy.admit_route(route, &compiled.name, caller.as_deref())?;
+    let route_policy = snapshot.policy.routes.get(route);
+    let network_set = route_policy.map_or(0, |p| p.network_set);
+    let positions = route_policy.and_then(|p| p.positions.as_ref());
     let path_and_query: std::borrow::Cow<'_, str> = match (&path_view, target.path_and_query.query()) {
         (std::borrow::Cow::Borrowed(_), _) => std::borrow::Cow::Borrowed(target.path_and_query.as_str()),
         (std::borrow::Cow::Owned(path), None) => std::borrow::Cow::Borrowed(path.as_str()),
@@ -123,29 +171,46 @@ async fn run(
     let head = Head { snapshot, compiled, target: &target, path_and_query: &path_and_query };
 
     let mut tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
-    let uri = head.substitute(&mut parts.headers, &tokens)?;
-    let resolver: Arc<dyn Resolve> = Arc::clone(&tokens) as Arc<dyn Resolve>;
+    if let Some(entry) = &mut seen.audit {
+        entry.tokens = Some(Arc::clone(&tokens));
+    }
+    // Each part of the request is substituted by the route's `substitute_in` rule for it.
+    let resolvers = RequestResolvers::new(Arc::clone(&tokens) as Arc<dyn Resolve>, positions, &parts.headers);
+    seen.explainer = resolvers.explainer();
+    let uri = head.substitute(&mut parts.headers, &resolvers)?;
     let limits =
         BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
-    let (body, replayable) = body::substituted(body, &parts.method, &mut parts.headers, resolver, limits).await?;
+    let (body, replayable) =
+        body::substituted(body, &parts.method, &mut parts.headers, resolvers.body(), limits).await?;
+    let body = counted(body, seen);
     // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
     tokens.check_fresh(SystemTime::now())?;
-    let mut response = send(snapshot, parts, uri, body, &target, protocol).await?;
+    let mut response = send(snapshot, parts, uri, body, &target, network_set, protocol).await?;
 
     if response.status() == http::StatusCode::UNAUTHORIZED {
         if let (Some((method, headers)), Some(replayable)) = (unsubstituted, replayable) {
             if renew_rejected(&tokens).await {
                 drop(response);
                 tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
+                if let Some(entry) = &mut seen.audit {
+                    entry.tokens = Some(Arc::clone(&tokens));
+                }
                 let (mut parts, ()) = Request::new(()).into_parts();
                 parts.method = method;
                 parts.headers = headers;
-                let uri = head.substitute(&mut parts.headers, &tokens)?;
-                let resolver: Arc<dyn Resolve> = Arc::clone(&tokens) as Arc<dyn Resolve>;
-                let body =
-                    body::replay(&replayable, &mut parts.headers, resolver, budget, settings.max_buffered_total)?;
+                let resolvers =
+                    RequestResolvers::new(Arc::clone(&tokens) as Arc<dyn Resolve>, positions, &parts.headers);
+                let uri = head.substitute(&mut parts.headers, &resolvers)?;
+                let body = body::replay(
+                    &replayable,
+                    &mut parts.headers,
+                    resolvers.body(),
+                    budget,
+                    settings.max_buffered_total,
+                )?;
+                let body = counted(body, seen);
                 tokens.check_fresh(SystemTime::now())?;
-                response = send(snapshot, parts, uri, body, &target, protocol).await?;
+                response = send(snapshot, parts, uri, body, &target, network_set, protocol).await?;
             }
         }
     }
@@ -185,11 +250,11 @@ struct Head<'a> {
 
 impl Head<'_> {
     /// Substitutes the request target and `headers`, returning the upstream URI.
-    fn substitute(&self, headers: &mut http::HeaderMap, tokens: &RequestTokens) -> Result<Uri, ProxyError> {
+    fn substitute(&self, headers: &mut http::HeaderMap, tokens: &RequestResolvers) -> Result<Uri, ProxyError> {
         let settings = &self.snapshot.config.proxy;
         let max_uri = usize::try_from(settings.max_uri_bytes).unwrap_or(usize::MAX);
         let uri_too_long = |e| ProxyError::from_bounded(e, ProxyError::UriTooLong(settings.max_uri_bytes));
-        let rewritten = match substitute_uri_within(self.path_and_query, tokens, max_uri).map_err(uri_too_long)? {
+        let rewritten = match tokens.target(self.path_and_query, max_uri).map_err(uri_too_long)? {
             std::borrow::Cow::Borrowed(_) => None,
             std::borrow::Cow::Owned(text) => Some(text),
         };
@@ -203,7 +268,8 @@ impl Head<'_> {
         });
         let uri = upstream_uri(self.target, scheme, rewritten)?;
         let max_head = usize::try_from(settings.max_header_bytes).unwrap_or(usize::MAX);
-        substitute_header_map(headers, tokens, max_head)
+        tokens
+            .headers(headers, max_head)
             .map_err(|e| ProxyError::from_bounded(e, ProxyError::HeadersTooLarge(settings.max_header_bytes)))?;
         Ok(uri)
     }
@@ -262,18 +328,37 @@ fn upstream_uri(target: &Target, scheme: Scheme, rewritten: Option<String>) -> R
     Uri::from_parts(parts).map_err(|e| ProxyError::BadRequest(format!("invalid upstream URI: {e}")))
 }
 
+/// Which listener kind a request came through, for caller identification.
+fn listener_of(entry: &Entry) -> Listener {
+    match entry {
+        Entry::Proxy(_) | Entry::Unix(_) => Listener::Proxy,
+        Entry::Reverse(_) => Listener::Reverse,
+        Entry::Tunnel(_) => Listener::Tunnel,
+    }
+}
+
+/// The request body, counted for the audit line when there is one.
+fn counted(body: ProxyBody, seen: &Seen) -> ProxyBody {
+    match &seen.audit {
+        Some(entry) => audit::count_request(body, &entry.bytes_in),
+        None => body,
+    }
+}
+
+/// Sends a request with the client of `[policy]` rule set `network_set`.
 async fn send(
     snapshot: &Snapshot,
     mut parts: http::request::Parts,
     uri: Uri,
     body: ProxyBody,
     target: &Target,
+    network_set: usize,
     protocol: Protocol,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     parts.uri = uri;
     parts.version = if protocol == Protocol::Http2 { Version::HTTP_2 } else { Version::HTTP_11 };
     let req = Request::from_parts(parts, body);
-    let client = snapshot.upstream.client_for(protocol);
+    let client = snapshot.upstream.client_for(network_set, protocol);
     let response = match tokio::time::timeout(snapshot.config.proxy.request_timeout, client.request(req)).await {
         Err(_) => {
             let error = ProxyError::UpstreamTimeout(target.authority.to_string());
@@ -282,9 +367,9 @@ async fn send(
         }
         Ok(Err(e)) => {
             let error = classify(&e, target);
-            // A placeholder refused inside a streamed body is the request's fault, not the
-            // upstream's.
-            if !matches!(error, ProxyError::Refused(_)) {
+            // A placeholder refused inside a streamed body is the request's fault, and an
+            // address refused by policy the policy's, not the upstream's.
+            if !matches!(error, ProxyError::Refused(_) | ProxyError::PolicyDenied(_)) {
                 metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
             }
             return Err(error);
@@ -308,6 +393,9 @@ fn classify(err: &hyper_util::client::legacy::Error, target: &Target) -> ProxyEr
     for e in error_chain(err) {
         if let Some(r) = e.downcast_ref::<Refused>() {
             return ProxyError::Refused(r.clone());
+        }
+        if let Some(denied) = e.downcast_ref::<AddressDenied>() {
+            return ProxyError::PolicyDenied(denied.to_string());
         }
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return ProxyError::UpstreamTls { host, reason: tls.to_string() };

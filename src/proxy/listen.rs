@@ -15,13 +15,46 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::malformed::Malformed;
 use super::{Entry, Proxy, ProxyBody};
 use crate::config::ProxySettings;
+use crate::policy::callers::Peer;
+
+/// A listening socket the accept loop serves: TCP, or the Unix-socket proxy listener.
+pub trait Accept: Send + 'static {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+
+    /// The next connection, with who is at its other end.
+    fn accept_peer(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept_peer(&self) -> std::io::Result<(Self::Stream, Peer)> {
+        let (stream, addr) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, Peer::Tcp(addr)))
+    }
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+
+    async fn accept_peer(&self) -> std::io::Result<(Self::Stream, Peer)> {
+        let (stream, _) = self.accept().await?;
+        // SO_PEERCRED: the kernel's word for which process connected.
+        let peer = match stream.peer_cred() {
+            Ok(cred) => Peer::Unix { uid: cred.uid(), gid: cred.gid() },
+            Err(_) => Peer::Unknown,
+        };
+        Ok((stream, peer))
+    }
+}
 
 /// h2 flow-control windows: how much a client may send on one stream, and on one
 /// connection, before the proxy reads it. They bound what a stalled h2 client can park in
@@ -55,8 +88,8 @@ impl Drain {
 
 /// Serves connections from `listener` until `shutdown` fires, then waits up to the
 /// snapshot's grace period for in-flight requests to finish.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Accept>(
+    listener: L,
     proxy: Proxy,
     entry: Entry,
     mut shutdown: watch::Receiver<bool>,
@@ -74,10 +107,10 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept_peer() => accepted,
             _ = shutdown.changed() => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and similar: back off briefly instead of spinning.
@@ -86,7 +119,6 @@ pub async fn serve(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let settings = ConnectionSettings::of(&proxy.snapshot().config.proxy);
         let activity = Activity::new();
         let permit = ConnectionPermit(Arc::new(permit));
@@ -96,6 +128,7 @@ pub async fn serve(
             activity: Arc::clone(&activity),
             permit: Some(permit.clone()),
             drain: Some(Drain::new(&graceful)),
+            peer,
         };
         let io = Malformed::new(TokioIo::new(stream), Arc::clone(&activity));
         let conn = settings.builder().serve_connection_with_upgrades(io, service).into_owned();
@@ -121,6 +154,7 @@ pub async fn serve_connection<I>(
     entry: Entry,
     permit: Option<ConnectionPermit>,
     drain: Option<Drain>,
+    peer: Peer,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -128,7 +162,7 @@ pub async fn serve_connection<I>(
     let activity = Activity::new();
     let watcher = drain.as_ref().and_then(Drain::take);
     // What is left of the drain goes to an upgrade inside the tunnel.
-    let service = ProxyService { proxy, entry, activity: Arc::clone(&activity), permit, drain };
+    let service = ProxyService { proxy, entry, activity: Arc::clone(&activity), permit, drain, peer };
     let builder = settings.builder();
     let conn = builder.serve_connection_with_upgrades(Malformed::new(io, Arc::clone(&activity)), service);
     match watcher {
@@ -325,6 +359,8 @@ struct ProxyService {
     activity: Arc<Activity>,
     permit: Option<ConnectionPermit>,
     drain: Option<Drain>,
+    /// Who is at the other end, for caller identification.
+    peer: Peer,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyService {
@@ -335,6 +371,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyServ
     fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let proxy = self.proxy.clone();
         let entry = self.entry.clone();
+        let peer = self.peer.clone();
         let in_flight = self.activity.begin();
         let activity = Arc::clone(&self.activity);
         let connect = req.method() == http::Method::CONNECT;
@@ -349,7 +386,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyServ
             }
         }
         Box::pin(async move {
-            let response = proxy.handle(req, &entry).await;
+            let response = proxy.handle(req, &entry, &peer).await;
             let status = response.status();
             if status == http::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
                 activity.upgraded.store(true, Ordering::Release);

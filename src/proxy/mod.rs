@@ -27,6 +27,7 @@ use http::{Method, Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
+use crate::policy::callers::Peer;
 use crate::snapshot::Snapshot;
 pub use target::{Entry, ReverseTarget, TunnelTarget};
 pub use tunnel::ok_empty;
@@ -55,24 +56,24 @@ impl Proxy {
         self.state.load_full()
     }
 
-    /// Serves one request that arrived through `entry`.
-    pub async fn handle(&self, req: Request<Incoming>, entry: &Entry) -> Response<ProxyBody> {
+    /// Serves one request that arrived through `entry` from `peer`.
+    pub async fn handle(&self, req: Request<Incoming>, entry: &Entry, peer: &Peer) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
             // CONNECT opens a tunnel, which only the proxy port offers. Elsewhere its target
             // would be treated as a path and could end up in a library's log line.
             return match entry {
-                Entry::Proxy(_) => tunnel::connect(self, req).await,
+                Entry::Proxy(_) | Entry::Unix(_) => tunnel::connect(self, req, peer).await,
                 _ => {
                     metrics::counter!("proxy_requests_total", "route" => "none", "status" => "405").increment(1);
                     crate::error::ProxyError::ConnectNotAllowed.into_response()
                 }
             };
         }
-        if matches!(entry, Entry::Proxy(_)) && req.method() == Method::OPTIONS && req.uri() == "*" {
+        if matches!(entry, Entry::Proxy(_) | Entry::Unix(_)) && req.method() == Method::OPTIONS && req.uri() == "*" {
             // `OPTIONS *` on the proxy port asks about the proxy itself.
             metrics::counter!("proxy_requests_total", "route" => "none", "status" => "200").increment(1);
             return tunnel::options_answer();
         }
-        forward::forward(self.snapshot(), &self.budget, entry, req).await
+        forward::forward(self.snapshot(), &self.budget, entry, peer, req).await
     }
 }

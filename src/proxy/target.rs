@@ -24,6 +24,13 @@ pub enum Entry {
     /// Inside a CONNECT tunnel the sidecar serves (intercepted TLS, or plain HTTP sent through
     /// CONNECT): every request must be for the tunnel's host.
     Tunnel(Arc<TunnelTarget>),
+    /// The Unix-socket proxy listener: absolute-form requests and CONNECT as on the proxy
+    /// port, and also origin-form requests whose `Host` names the target, which is what
+    /// clients speaking HTTP over a Unix socket send (curl `--unix-socket`, httpx's `uds`,
+    /// Node's `socketPath`). There is no connection to another host the `Host` could
+    /// disagree with: it states the target as an absolute URI would. Carries the TCP proxy
+    /// address for hints.
+    Unix(std::net::SocketAddr),
 }
 
 /// The upstream of a reverse listener.
@@ -155,7 +162,21 @@ fn single_host_header(parts: &Parts) -> Result<Option<&http::HeaderValue>, Proxy
 pub fn target_of(entry: &Entry, parts: &Parts) -> Result<Target, ProxyError> {
     let host_header = single_host_header(parts)?;
     match entry {
-        Entry::Proxy(proxy_addr) => {
+        Entry::Unix(_) if parts.uri.authority().is_none() => {
+            let Some(name) = host_header.and_then(|h| h.to_str().ok()) else {
+                return Err(ProxyError::BadRequest("a request on the Unix socket names its target in Host".into()));
+            };
+            let target = parse_authority(name, Scheme::Http.default_port())
+                .ok_or_else(|| ProxyError::BadHost(format!("{name:?} is not a host[:port]")))?;
+            Ok(Target {
+                scheme: Scheme::Http,
+                authority: target.authority(Scheme::Http)?,
+                host: target.host,
+                port: target.port,
+                path_and_query: path_and_query(&parts.uri),
+            })
+        }
+        Entry::Proxy(proxy_addr) | Entry::Unix(proxy_addr) => {
             let (Some(scheme), Some(authority)) = (parts.uri.scheme(), parts.uri.authority()) else {
                 return Err(ProxyError::NotAProxyRequest(proxy_addr.to_string()));
             };
@@ -296,6 +317,26 @@ mod tests {
             let target = target_of(&proxy, &parts).unwrap();
             assert_eq!(target.authority.as_str(), authority, "{uri}");
         }
+    }
+
+    #[test]
+    fn the_unix_socket_takes_origin_form_targets_from_host() {
+        let unix = Entry::Unix(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let target = |uri: &str, host: Option<&str>| {
+            let mut request = http::Request::get(uri);
+            if let Some(host) = host {
+                request = request.header("host", host);
+            }
+            let (parts, ()) = request.body(()).unwrap().into_parts();
+            target_of(&unix, &parts).map(|t| (t.scheme, t.authority.to_string(), t.path_and_query.to_string())).ok()
+        };
+        let ok = |authority: &str, path: &str| Some((Scheme::Http, authority.to_string(), path.to_string()));
+        assert_eq!(target("/x?q=1", Some("API.example:8080")), ok("api.example:8080", "/x?q=1"));
+        assert_eq!(target("/x", Some("api.example:80")), ok("api.example", "/x"));
+        assert_eq!(target("http://api.example:81/y", Some("other.example")), ok("api.example:81", "/y"));
+        assert!(target("/x", None).is_none());
+        assert!(target("/x", Some("user@api.example")).is_none());
+        assert!(target("/x", Some("bad host")).is_none());
     }
 
     #[test]

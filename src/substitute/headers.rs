@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::substitute::basic::substitute_basic;
 use crate::substitute::{substitute_within, Bounded, Resolve};
@@ -21,12 +21,27 @@ use crate::substitute::{substitute_within, Bounded, Resolve};
 /// when the filled section would exceed `max_bytes`; nothing beyond `max_bytes` is ever
 /// allocated.
 pub fn substitute_header_map(headers: &mut HeaderMap, resolver: &dyn Resolve, max_bytes: usize) -> Result<(), Bounded> {
+    substitute_header_map_by_name(headers, &|_| resolver, max_bytes)
+}
+
+/// Like [`substitute_header_map`], with each header's placeholders resolved by the resolver
+/// `resolver_for` gives for its name (a route may allow a token in some headers only).
+///
+/// # Errors
+///
+/// As [`substitute_header_map`].
+pub fn substitute_header_map_by_name<'r>(
+    headers: &mut HeaderMap,
+    resolver_for: &dyn Fn(&HeaderName) -> &'r dyn Resolve,
+    max_bytes: usize,
+) -> Result<(), Bounded> {
     let mut total: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
     if total > max_bytes {
         return Err(Bounded::TooLong);
     }
     for (name, value) in headers.iter_mut() {
         let room = max_bytes - (total - value.len());
+        let resolver = resolver_for(name);
         let basic = if *name == AUTHORIZATION { substitute_basic(value.as_bytes(), resolver, room)? } else { None };
         let replaced = match basic {
             Some(bytes) => bytes,

@@ -36,7 +36,7 @@ mod stream_tests;
 pub use basic::basic_from_userinfo;
 pub use body::{BodySubstituter, SubstitutingBody, MAX_TRAILERS};
 pub use grammar::Syntax;
-pub use headers::substitute_header_map;
+pub use headers::{substitute_header_map, substitute_header_map_by_name};
 pub use redact::{RedactingBody, Redactions};
 pub use scan::{substitute, substitute_as, substitute_uri, substitute_uri_within, substitute_within, Bounded};
 
@@ -68,7 +68,14 @@ pub enum Resolution {
     /// A bound token with no current value (never minted, or expired): the request must wait
     /// for a refresh rather than carry a stale token.
     Unavailable,
+    /// A bound token the route's `substitute_in` does not let be written at this place in
+    /// the request: the request must be refused.
+    NotAllowedHere,
 }
+
+/// Resolvers that judge a whole body by region mark regions with an index; this one is
+/// everything outside the marked regions.
+pub const OUTSIDE_REGIONS: usize = usize::MAX;
 
 /// Looks placeholder names up against one consistent token snapshot.
 ///
@@ -78,6 +85,18 @@ pub enum Resolution {
 pub trait Resolve: Send + Sync + 'static {
     /// Resolves one placeholder name (already validated against the grammar).
     fn resolve(&self, name: &str) -> Resolution;
+
+    /// For a body read whole: the regions whose placeholders this resolver judges
+    /// differently (the JSON strings a route's `substitute_in` names), in order and covering
+    /// the body, each with its index (or [`OUTSIDE_REGIONS`]). A placeholder never crosses a
+    /// region's edge. `None`: the body is one region.
+    fn body_regions(&self, _body: &[u8]) -> Option<Vec<(std::ops::Range<usize>, usize)>> {
+        None
+    }
+
+    /// Told before the placeholders of a region are resolved, and with
+    /// [`OUTSIDE_REGIONS`] after the last one.
+    fn enter_region(&self, _region: usize) {}
 }
 
 /// Lets callers share one resolver between the header pass and the body stream
@@ -85,6 +104,14 @@ pub trait Resolve: Send + Sync + 'static {
 impl<R: Resolve + ?Sized> Resolve for std::sync::Arc<R> {
     fn resolve(&self, name: &str) -> Resolution {
         (**self).resolve(name)
+    }
+
+    fn body_regions(&self, body: &[u8]) -> Option<Vec<(std::ops::Range<usize>, usize)>> {
+        (**self).body_regions(body)
+    }
+
+    fn enter_region(&self, region: usize) {
+        (**self).enter_region(region)
     }
 }
 
@@ -95,6 +122,8 @@ pub enum RefusalKind {
     NotBound,
     /// The token is bound but has no unexpired value right now (503).
     Unavailable,
+    /// The token is bound, but not to this place in the request (403).
+    NotAllowedHere,
 }
 
 /// A placeholder that must not be filled in: the request is refused, nothing is forwarded.
@@ -117,6 +146,11 @@ impl std::fmt::Display for Refused {
             RefusalKind::Unavailable => {
                 write!(f, "token for placeholder {{/{}}} is not available (not minted yet or expired)", self.name)
             }
+            RefusalKind::NotAllowedHere => write!(
+                f,
+                "placeholder {{/{}}} is not allowed in this part of the request (the route's substitute_in)",
+                self.name
+            ),
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::error::ProxyError;
+use crate::policy::callers::Peer;
 use crate::proxy::listen::{serve_connection, ConnectionPermit, Drain};
 use crate::proxy::target::HostPort;
 use crate::proxy::{Entry, Proxy, ProxyBody, TunnelTarget};
@@ -25,6 +26,7 @@ pub async fn intercept(
     target: HostPort,
     permit: Option<ConnectionPermit>,
     drain: Option<Drain>,
+    peer: Peer,
 ) -> Response<ProxyBody> {
     let authority = match target.authority(Scheme::Https) {
         Ok(a) => a,
@@ -41,7 +43,7 @@ pub async fn intercept(
             Ok(u) => u,
             Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
         };
-        let tunnel = Tunnel { target, authority, permit, drain };
+        let tunnel = Tunnel { target, authority, permit, drain, peer };
         serve_tls(TokioIo::new(upgraded), proxy, &interceptor, tunnel, handshake_timeout).await;
     });
     metrics::counter!("proxy_requests_total", "route" => "intercept", "status" => "200").increment(1);
@@ -55,6 +57,8 @@ pub struct Tunnel {
     pub authority: http::uri::Authority,
     pub permit: Option<ConnectionPermit>,
     pub drain: Option<Drain>,
+    /// Who opened the tunnel: every request inside is theirs.
+    pub peer: Peer,
 }
 
 /// Terminates the client's TLS inside an open tunnel with a certificate for its host, and
@@ -68,7 +72,7 @@ pub async fn serve_tls<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Tunnel { target: HostPort { host, port }, authority, permit, drain } = tunnel;
+    let Tunnel { target: HostPort { host, port }, authority, permit, drain, peer } = tunnel;
     // A client that opens the tunnel and never completes a TLS handshake is dropped.
     let tls = match tokio::time::timeout(handshake_timeout, handshake(stream, &host, interceptor)).await {
         Ok(Ok(tls)) => tls,
@@ -76,7 +80,7 @@ pub async fn serve_tls<S>(
         Err(_) => return handshake_failed(&host, "no TLS handshake within [proxy] handshake_timeout"),
     };
     let entry = Entry::Tunnel(Arc::new(TunnelTarget { scheme: Scheme::Https, authority, host, port }));
-    serve_connection(TokioIo::new(tls), proxy, entry, permit, drain).await;
+    serve_connection(TokioIo::new(tls), proxy, entry, permit, drain, peer).await;
 }
 
 /// Terminates the client's TLS with a certificate for `host`, after checking its SNI.

@@ -11,6 +11,7 @@ mod encodings;
 mod exchange;
 mod fleet;
 mod ops;
+mod policy;
 mod protocols;
 mod proxy;
 mod security;

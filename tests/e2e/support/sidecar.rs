@@ -70,23 +70,32 @@ impl SidecarProcess {
     /// INFO) and waits until it is ready and its SIGHUP and SIGTERM handlers are installed (so
     /// a signal sent afterwards is never fatal by default).
     pub async fn start(config: &Path, log: &str) -> SidecarProcess {
-        SidecarProcess::spawn(config, log, None).await
+        SidecarProcess::spawn(config, log, None, None).await
     }
 
     /// Like [`SidecarProcess::start`], with the log written to `file` instead of collected.
     pub async fn start_logging_to(config: &Path, log: &str, file: &Path) -> SidecarProcess {
-        SidecarProcess::spawn(config, log, Some(file)).await
+        SidecarProcess::spawn(config, log, Some(file), None).await
     }
 
-    async fn spawn(config: &Path, log: &str, file: Option<&Path>) -> SidecarProcess {
+    /// Like [`SidecarProcess::start`], with the child's standard output written to `stdout`
+    /// (the audit log can go there).
+    pub async fn start_with_stdout(config: &Path, log: &str, stdout: &Path) -> SidecarProcess {
+        SidecarProcess::spawn(config, log, None, Some(stdout)).await
+    }
+
+    async fn spawn(config: &Path, log: &str, file: Option<&Path>, stdout: Option<&Path>) -> SidecarProcess {
         let mut cmd = binary();
         cmd.arg("run")
             .arg("--config")
             .arg(config)
             .args(["--log-format", "json", "--log", log])
             .current_dir(config.parent().expect("config folder"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            .stdin(Stdio::null());
+        match stdout {
+            Some(path) => cmd.stdout(std::fs::File::create(path).expect("create the stdout file")),
+            None => cmd.stdout(Stdio::null()),
+        };
         match file {
             Some(file) => cmd.stderr(std::fs::File::create(file).expect("create the log file")),
             None => cmd.stderr(Stdio::piped()),
