@@ -4,6 +4,7 @@
 //! A [`Config`] is immutable once built. A reload builds a whole new one and swaps it in, so
 //! a request never sees half of an old file and half of a new one.
 
+mod cache;
 pub mod dependencies;
 mod diagnostic;
 pub mod raw;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cache::{CacheSettings, RouteCacheSettings, DEFAULT_STATUSES};
 pub use diagnostic::{Collector, ConfigErrors, Diagnostic};
 
 use crate::routes::{HostPattern, Scheme};
@@ -31,6 +33,8 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// The built-in echo upstream, when enabled.
     pub echo: Option<EchoSettings>,
+    /// `[cache]`: limits of the function-result cache (defaults when absent).
+    pub cache: CacheSettings,
     pub tokens: BTreeMap<String, TokenDefinition>,
     pub routes: Vec<RouteDefinition>,
     pub listeners: Vec<ListenerDefinition>,
@@ -172,6 +176,8 @@ pub struct RouteDefinition {
     /// Whether an upstream's 401 re-exchanges the exchanged tokens the request carried and
     /// replays it once.
     pub retry_on_401: bool,
+    /// `[routes.cache]`: store responses and answer repeated requests from the cache.
+    pub cache: Option<RouteCacheSettings>,
 }
 
 /// One `[[listeners]]` entry: a local port that sends everything to one upstream base URL.

@@ -75,7 +75,9 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
     }
     super::dependencies::check(&raw, &mut tokens, &mut c);
 
-    let routes = raw.routes.iter().enumerate().filter_map(|(i, r)| route(i, r, &raw, &mut c)).collect::<Vec<_>>();
+    let cache = super::cache::global(raw.cache.as_ref(), &mut c);
+    let routes =
+        raw.routes.iter().enumerate().filter_map(|(i, r)| route(i, r, &raw, &cache, &mut c)).collect::<Vec<_>>();
     if c.is_empty() {
         check_route_table(&raw, &routes, &mut c);
     }
@@ -99,7 +101,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
     }
     c.forget_after(structural, |d| repaired.covers_diagnostic(&d.key_path, &d.message));
     c.finish()?;
-    Ok(Config { source: path.to_path_buf(), proxy, admin, tls, echo, tokens, routes, listeners, watched_files })
+    Ok(Config { source: path.to_path_buf(), proxy, admin, tls, echo, cache, tokens, routes, listeners, watched_files })
 }
 
 fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> ProxySettings {
@@ -187,7 +189,13 @@ fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> Pr
     }
 }
 
-fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Collector<'_>) -> Option<RouteDefinition> {
+fn route(
+    index: usize,
+    spanned: &Spanned<RawRoute>,
+    raw: &RawConfig,
+    cache: &CacheSettings,
+    c: &mut Collector<'_>,
+) -> Option<RouteDefinition> {
     let r = spanned.get_ref();
     let prefix = format!("routes[{index}]");
     let before = c.len();
@@ -288,6 +296,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
             Some((name, v.get_ref().clone()))
         })
         .collect();
+    let cache = r.cache.as_ref().map(|rc| super::cache::route(&prefix, rc, cache, c));
 
     if c.len() != before {
         return None;
@@ -304,6 +313,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
         upstream_tls: r.upstream_tls.as_ref().is_some_and(|b| *b.get_ref()),
         redact_responses: r.redact_responses.as_ref().is_some_and(|b| *b.get_ref()),
         retry_on_401: r.retry_on_401.as_ref().is_none_or(|b| *b.get_ref()),
+        cache,
     })
 }
 
