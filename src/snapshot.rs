@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::cache::{Cache, RouteCache};
 use crate::config::{Config, RouteDefinition};
 use crate::exchange::Exchanger;
 use crate::proxy::upstream::Upstream;
@@ -36,6 +37,8 @@ pub struct CompiledRoute {
     pub redact_responses: bool,
     /// Whether a 401 renews the exchanged tokens a request carried and sends it again once.
     pub retry_on_401: bool,
+    /// The route's function-result cache, when it has `[routes.cache]`.
+    pub cache: Option<Arc<RouteCache>>,
     /// `proxy_request_duration_seconds` for this route, registered once.
     pub duration: metrics::Histogram,
 }
@@ -47,6 +50,8 @@ pub struct Snapshot {
     pub compiled: Vec<CompiledRoute>,
     pub cells: HashMap<String, Arc<TokenCell>>,
     pub upstream: Arc<Upstream>,
+    /// The function-result cache, kept across reloads while `[cache] max_bytes` is the same.
+    pub cache: Arc<Cache>,
     /// Present when `[tls]` is configured: terminates CONNECT tunnels to routed hosts.
     pub interceptor: Option<Arc<Interceptor>>,
     /// Digest of the config and key files this snapshot was built from, so a file event that
@@ -153,14 +158,22 @@ impl Snapshot {
         }
 
         let routes = RouteTable::new(config.routes.iter().enumerate().map(|(i, r)| r.spec(i)).collect())?;
-        let compiled = config.routes.iter().map(|r| compile_route(r, &cells)).collect();
+        let cache = match previous {
+            Some(p) if p.cache.fits(&config.cache) => Arc::clone(&p.cache),
+            _ => Cache::new(&config.cache),
+        };
+        let compiled: Vec<CompiledRoute> =
+            config.routes.iter().map(|r| compile_route(r, &cells, route_cache(r, &config, previous))).collect();
         let interceptor = match (&config.tls, previous.and_then(|p| p.interceptor.as_ref())) {
             (None, _) => None,
             (Some(tls), Some(old)) if old.is_current(tls) => Some(Arc::clone(old)),
             (Some(tls), _) => Some(Arc::new(Interceptor::load(tls)?)),
         };
         let files_digest = crate::reload::digest_files(&config.watched_files);
-        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream, interceptor, files_digest })
+        if let Some(p) = previous.filter(|p| Arc::ptr_eq(&p.cache, &cache)) {
+            purge_retired_generations(p, &compiled).await;
+        }
+        Ok(Snapshot { config: Arc::new(config), routes, compiled, cells, upstream, cache, interceptor, files_digest })
     }
 
     /// Whether every token has a current, unexpired value.
@@ -169,7 +182,47 @@ impl Snapshot {
     }
 }
 
-fn compile_route(r: &RouteDefinition, cells: &HashMap<String, Arc<TokenCell>>) -> CompiledRoute {
+/// The cache of route `r`, keeping the generation (and so the entries) of the same route in
+/// `previous` when neither the route's definition nor any token it binds changed.
+fn route_cache(r: &RouteDefinition, config: &Config, previous: Option<&Snapshot>) -> Option<Arc<RouteCache>> {
+    let settings = r.cache.clone()?;
+    let same_tokens = |old: &Config| {
+        r.bindings.values().all(|t| match (old.tokens.get(t), config.tokens.get(t)) {
+            (Some(a), Some(b)) => a.same_definition(b),
+            _ => false,
+        })
+    };
+    let kept = previous.and_then(|p| {
+        let (i, _) = p.config.routes.iter().enumerate().find(|(_, old)| *old == r)?;
+        let old = p.compiled.get(i)?.cache.as_ref()?;
+        same_tokens(&p.config).then_some(old.generation)
+    });
+    let generation = kept.unwrap_or_else(crate::cache::next_generation);
+    let replaced = r.set_headers.iter().map(|(name, _)| name.clone()).collect();
+    Some(Arc::new(RouteCache::new(Arc::from(r.name.as_str()), settings, generation, replaced)))
+}
+
+/// Drops the entries of routes a reload changed or removed: their generation is not used by
+/// any route of the new snapshot.
+async fn purge_retired_generations(previous: &Snapshot, compiled: &[CompiledRoute]) {
+    let live: Vec<u64> = compiled.iter().filter_map(|c| c.cache.as_ref().map(|rc| rc.generation)).collect();
+    let retired: Vec<u64> = previous
+        .compiled
+        .iter()
+        .filter_map(|c| c.cache.as_ref().map(|rc| rc.generation))
+        .filter(|g| !live.contains(g))
+        .collect();
+    if !retired.is_empty() {
+        let removed = previous.cache.purge(crate::cache::store::Purge::Generations(retired)).await;
+        tracing::debug!(removed, "cache entries of changed routes dropped");
+    }
+}
+
+fn compile_route(
+    r: &RouteDefinition,
+    cells: &HashMap<String, Arc<TokenCell>>,
+    cache: Option<Arc<RouteCache>>,
+) -> CompiledRoute {
     let bindings = r
         .bindings
         .iter()
@@ -194,6 +247,7 @@ fn compile_route(r: &RouteDefinition, cells: &HashMap<String, Arc<TokenCell>>) -
         path_prefix: r.path_prefix.clone().into_boxed_str(),
         redact_responses: r.redact_responses,
         retry_on_401: r.retry_on_401,
+        cache,
         duration,
     }
 }
@@ -253,6 +307,19 @@ impl RequestTokens {
                 && !out.iter().any(|(c, _)| Arc::ptr_eq(c, cell))
             {
                 out.push((Arc::clone(cell), Arc::clone(value)));
+            }
+        }
+        out
+    }
+
+    /// The token values written into the request so far (a value bound under two names once).
+    pub fn injected(&self) -> Vec<bytes::Bytes> {
+        let mut out: Vec<bytes::Bytes> = Vec::new();
+        for (i, used) in self.used.iter().enumerate() {
+            if let (true, Some(Some(token))) = (used.load(Ordering::Relaxed), self.values.get(i)) {
+                if !out.contains(&token.value) {
+                    out.push(token.value.clone());
+                }
             }
         }
         out

@@ -11,13 +11,14 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::{self, BodyLimits};
+use super::body::{self, BodyLimits, RequestBody};
 use super::budget::BufferBudget;
 use super::headers::strip_hop_by_hop;
 use super::path;
 use super::target::{target_of, Entry, Target};
 use super::timed::TimedBody;
 use super::{BoxError, ProxyBody};
+use crate::cache::{self, Fetched, Lookup};
 use crate::config::Unmatched;
 use crate::error::ProxyError;
 use crate::routes::Scheme;
@@ -95,7 +96,40 @@ async fn run(
         (std::borrow::Cow::Owned(path), Some(query)) => std::borrow::Cow::Owned(format!("{path}?{query}")),
     };
 
-    prepare_headers(&mut parts.headers, &target);
+    // Cache phase: a stored answer is served here, before any token is loaded.
+    let limits =
+        BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
+    let (body, ticket) =
+        match cache::lookup(snapshot, route, &target, &path_and_query, &mut parts, body, &limits).await? {
+            Lookup::Answer(response, refresh) => {
+                if let Some(refresh) = refresh {
+                    refresh_in_background(snapshot, budget, route, &target, &path_and_query, refresh);
+                }
+                return Ok(response);
+            }
+            Lookup::Fetch(body, ticket) => (body, ticket),
+        };
+    let fetched = fetch(snapshot, budget, route, &target, &path_and_query, parts, body).await;
+    match ticket {
+        Some(ticket) => ticket.settle(fetched),
+        None => fetched.map(|f| f.response),
+    }
+}
+
+/// The upstream part of a routed request: substitute, send (and once more after a 401 that
+/// renewed its exchanged token), then bound and redact the response.
+async fn fetch(
+    snapshot: &Arc<Snapshot>,
+    budget: &Arc<BufferBudget>,
+    route: usize,
+    target: &Target,
+    path_and_query: &str,
+    mut parts: http::request::Parts,
+    body: RequestBody,
+) -> Result<Fetched, ProxyError> {
+    let settings = &snapshot.config.proxy;
+    let compiled = &snapshot.compiled[route];
+    prepare_headers(&mut parts.headers, target);
     for (name, template) in &compiled.set_headers {
         parts.headers.insert(name.clone(), template.clone());
     }
@@ -107,7 +141,7 @@ async fn run(
     // request as the client wrote it, to send again once with a renewed token.
     let retry = compiled.retry_on_401 && compiled.bindings.iter().any(|(_, cell, _)| cell.renews_on_rejection());
     let unsubstituted = retry.then(|| (parts.method.clone(), parts.headers.clone()));
-    let head = Head { snapshot, compiled, target: &target, path_and_query: &path_and_query };
+    let head = Head { snapshot, compiled, target, path_and_query };
 
     let mut tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
     let uri = head.substitute(&mut parts.headers, &tokens)?;
@@ -117,7 +151,7 @@ async fn run(
     let (body, replayable) = body::substituted(body, &parts.method, &mut parts.headers, resolver, limits).await?;
     // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
     tokens.check_fresh(SystemTime::now())?;
-    let mut response = send(snapshot, parts, uri, body, &target).await?;
+    let mut response = send(snapshot, parts, uri, body, target).await?;
 
     if response.status() == http::StatusCode::UNAUTHORIZED {
         if let (Some((method, headers)), Some(replayable)) = (unsubstituted, replayable) {
@@ -132,15 +166,38 @@ async fn run(
                 let body =
                     body::replay(&replayable, &mut parts.headers, resolver, budget, settings.max_buffered_total)?;
                 tokens.check_fresh(SystemTime::now())?;
-                response = send(snapshot, parts, uri, body, &target).await?;
+                response = send(snapshot, parts, uri, body, target).await?;
             }
         }
     }
     let response = timed_response(response, settings.body_timeout);
-    Ok(match compiled.redact_responses.then(|| tokens.redactions()).flatten() {
+    let response = match compiled.redact_responses.then(|| tokens.redactions()).flatten() {
         Some(redactions) => redact(response, Arc::new(redactions)),
         None => response,
-    })
+    };
+    Ok(Fetched { response, tokens })
+}
+
+/// Repeats a request whose stale answer was served (stale-while-revalidate), so the cache
+/// holds a fresh one for the next; nobody waits for it.
+fn refresh_in_background(
+    snapshot: &Arc<Snapshot>,
+    budget: &Arc<BufferBudget>,
+    route: usize,
+    target: &Target,
+    path_and_query: &str,
+    refresh: Box<cache::Refresh>,
+) {
+    let (snapshot, budget, target) = (Arc::clone(snapshot), Arc::clone(budget), target.clone());
+    let path_and_query = path_and_query.to_string();
+    tokio::spawn(async move {
+        let max_body = refresh.max_body();
+        let cache::Refresh { parts, body, ticket } = *refresh;
+        let fetched = fetch(&snapshot, &budget, route, &target, &path_and_query, parts, body).await;
+        if let Ok(response) = ticket.settle(fetched) {
+            cache::drain(response, max_body).await;
+        }
+    });
 }
 
 /// Renews every exchanged token a rejected request carried (one exchange however many

@@ -26,7 +26,7 @@ mod scan;
 pub use body::{BodySubstituter, SubstitutingBody, MAX_TRAILERS};
 pub use headers::substitute_header_map;
 pub use redact::{RedactingBody, Redactions};
-pub use scan::{substitute, substitute_uri, substitute_uri_within, substitute_within, Bounded};
+pub use scan::{percent_encoded, substitute, substitute_uri, substitute_uri_within, substitute_within, Bounded};
 
 /// Whether `name` can be written as a placeholder: `[A-Za-z0-9_.-]{1,64}`. Token names and
 /// aliases must pass this, or no function could ever refer to them.

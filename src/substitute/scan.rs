@@ -297,6 +297,14 @@ fn encoded_at(bytes: &[u8], at: usize) -> Option<(usize, &str)> {
     Some((at + OPEN.len() + n + CLOSE.len(), name))
 }
 
+/// `value` as [`substitute_uri`] writes it into a request target: percent-encoded except
+/// RFC 3986 unreserved bytes. Checks for a token echoed back from a URL look for this form.
+pub fn percent_encoded(value: &[u8]) -> String {
+    let mut out = String::with_capacity(encoded_len(value));
+    percent_encode_into(value, &mut out);
+    out
+}
+
 /// Appends `value` to `out`, keeping RFC 3986 unreserved bytes and `%XX`-encoding
 /// everything else (upper-case hex, as the RFC recommends).
 fn percent_encode_into(value: &[u8], out: &mut String) {
@@ -378,5 +386,6 @@ mod tests {
         let mut s = String::new();
         percent_encode_into(b"aZ09-._~ /%{}\x7f\x80", &mut s);
         assert_eq!(s, "aZ09-._~%20%2F%25%7B%7D%7F%80");
+        assert_eq!(percent_encoded(b"aZ09-._~ /%{}\x7f\x80"), s);
     }
 }
