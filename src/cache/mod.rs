@@ -19,6 +19,7 @@
 //! reload drops those of routes whose definition or tokens changed (see
 //! [`crate::snapshot::Snapshot::build`]).
 
+pub mod admin;
 pub mod capture;
 mod coalesce;
 pub mod key;
