@@ -64,10 +64,13 @@ fn report(snapshot: &Snapshot) -> serde_json::Value {
             })
         })
         .collect();
+    let (fetching, waiting) = snapshot.cache.coalescing();
     serde_json::json!({
         "max_bytes": snapshot.cache.max_bytes(),
         "bytes": usage.bytes,
         "entries": usage.entries,
+        "fetching": fetching,
+        "waiting": waiting,
         "routes": routes,
     })
 }

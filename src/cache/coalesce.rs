@@ -6,6 +6,7 @@
 //! a leader that fails or whose client disconnects never strands its followers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ type Flights = Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>;
 #[derive(Default)]
 pub struct Coalescer {
     flights: Flights,
+    /// Requests waiting for a leader right now.
+    waiting: Arc<AtomicUsize>,
 }
 
 /// The one request fetching a key. Dropping it releases the followers.
@@ -30,7 +33,7 @@ pub struct Leader {
 }
 
 /// A request waiting for a leader.
-pub struct Follower(watch::Receiver<()>);
+pub struct Follower(watch::Receiver<()>, Arc<AtomicUsize>);
 
 pub enum Join {
     Leader(Leader),
@@ -42,7 +45,7 @@ impl Coalescer {
     pub fn join(&self, key: CacheKey) -> Join {
         let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(running) = flights.get(&key) {
-            return Join::Follower(Follower(running.clone()));
+            return Join::Follower(Follower(running.clone(), Arc::clone(&self.waiting)));
         }
         let (done, watching) = watch::channel(());
         flights.insert(key, watching);
@@ -58,15 +61,28 @@ impl Coalescer {
     }
 
     /// Keys being fetched now.
-    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.flights.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Requests waiting for another's fetch now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 }
 
 impl Follower {
     /// Waits until the leader is done, at most `limit`; true if it finished in time.
     pub async fn wait(mut self, limit: Duration) -> bool {
+        /// Counts the wait however it ends (a dropped request future included).
+        struct Waiting(Arc<AtomicUsize>);
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.1.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(Arc::clone(&self.1));
         // `changed` fails once the leader's sender is dropped: that is the signal.
         tokio::time::timeout(limit, async { while self.0.changed().await.is_ok() {} }).await.is_ok()
     }
@@ -98,9 +114,10 @@ mod tests {
         assert!(matches!(c.join(key(2)), Join::Leader(_)), "other keys are independent");
         let waiting = tokio::spawn(follower.wait(Duration::from_secs(5)));
         tokio::task::yield_now().await;
+        assert_eq!((c.in_flight(), c.waiting()), (1, 1));
         drop(leader);
         assert!(waiting.await.unwrap(), "woken by the leader, not the timeout");
-        assert_eq!(c.in_flight(), 0);
+        assert_eq!((c.in_flight(), c.waiting()), (0, 0));
         assert!(matches!(c.join(key(1)), Join::Leader(_)), "a later miss leads again");
     }
 

@@ -130,6 +130,11 @@ impl Cache {
     pub fn usage(&self) -> Usage {
         self.store.usage()
     }
+
+    /// Keys being fetched now, and requests waiting for those fetches.
+    pub fn coalescing(&self) -> (usize, usize) {
+        (self.flights.in_flight(), self.flights.waiting())
+    }
 }
 
 /// Generations identify a route's definition (with its tokens') within this process: a
