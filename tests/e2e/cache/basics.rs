@@ -15,7 +15,14 @@ const AUTH: [(&str, &str); 1] = [("authorization", "Bearer {/tok}")];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_call_is_answered_from_the_cache_until_its_ttl_passes() {
     let origin = Origin::counting().await;
-    let text = config("", &format!("{}{}", rs256_token("tok", "10m"), cached_route("lookup", origin.port(), &["tok"], "", "ttl = \"2s\"")));
+    let text = config(
+        "",
+        &format!(
+            "{}{}",
+            rs256_token("tok", "10m"),
+            cached_route("lookup", origin.port(), &["tok"], "", "ttl = \"2s\"")
+        ),
+    );
     let run = Running::start(&text).await;
     let url = origin.url("/v1/lookup?id=7");
 
@@ -23,7 +30,10 @@ async fn a_repeated_call_is_answered_from_the_cache_until_its_ttl_passes() {
     let first = get(run.proxy(), &url, &AUTH).await;
     assert_reply(&first, "1", "miss");
     assert!(first.headers.get("age").is_none(), "a fetched answer has no Age of ours");
-    assert!(origin.last().header("authorization").is_some_and(|a| a.starts_with("Bearer eyJ")), "the miss carried a token");
+    assert!(
+        origin.last().header("authorization").is_some_and(|a| a.starts_with("Bearer eyJ")),
+        "the miss carried a token"
+    );
 
     let second = get(run.proxy(), &url, &AUTH).await;
     assert_reply(&second, "1", "hit");

@@ -117,7 +117,11 @@ async fn a_response_over_max_body_streams_through_and_is_not_stored() {
     assert_eq!(cache_state(&get(sidecar.proxy_addr, &small, &[]).await), "miss");
     let hit = get(sidecar.proxy_addr, &small, &[]).await;
     assert_eq!((cache_state(&hit), hit.body.len(), &hit.body[..2]), ("hit", 2 + (8 << 10) + 1024, &b"3:"[..]));
-    assert_reply(&get(sidecar.proxy_addr, &origin.url("/small"), &[]).await, &String::from_utf8_lossy(&hit.body), "hit");
+    assert_reply(
+        &get(sidecar.proxy_addr, &origin.url("/small"), &[]).await,
+        &String::from_utf8_lossy(&hit.body),
+        "hit",
+    );
     sidecar.shutdown().await;
 }
 

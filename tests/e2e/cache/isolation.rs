@@ -58,7 +58,8 @@ async fn routes_methods_targets_vary_headers_and_bodies_each_have_their_own_entr
 async fn a_post_body_over_max_buffered_body_streams_past_the_cache() {
     let origin = Origin::counting().await;
     let route = cached_route("big-posts", origin.port(), &["tok"], "", "ttl = \"60s\"\nmethods = [\"POST\"]");
-    let sidecar = start(&config("max_buffered_body = \"1KiB\"", &format!("{}{route}", rs256_token("tok", "10m")))).await;
+    let sidecar =
+        start(&config("max_buffered_body = \"1KiB\"", &format!("{}{route}", rs256_token("tok", "10m")))).await;
     let url = origin.url("/rpc");
     let big = "x{/tok}".repeat(400);
     for n in ["1", "2"] {

@@ -7,6 +7,7 @@
 mod basics;
 mod budget;
 mod coalescing;
+mod https;
 mod isolation;
 mod purge;
 mod semantics;

@@ -22,7 +22,8 @@ async fn the_admin_endpoints_report_and_purge_per_route_or_all() {
         cached_route("", origin.port(), &["tok"], "path_prefix = \"/c\"", "ttl = \"60s\"").replace("name = \"\"\n", ""),
     );
     let dir = ConfigDir::empty();
-    let path = dir.write_config(&config("[cache]\nmax_bytes = \"2MiB\"", &format!("{}{routes}", rs256_token("tok", "10m"))));
+    let path =
+        dir.write_config(&config("[cache]\nmax_bytes = \"2MiB\"", &format!("{}{routes}", rs256_token("tok", "10m"))));
     let sidecar = start_file(&path).await;
     let proxy = sidecar.proxy_addr;
     for url in ["/a/1", "/a/2", "/b/1", "/c/1"] {

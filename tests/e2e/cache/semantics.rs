@@ -72,7 +72,8 @@ async fn what_the_upstream_forbids_or_personalises_is_not_stored() {
 async fn ignore_cache_control_stores_anyway_but_never_a_cookie_and_statuses_are_configurable() {
     let origin = scripted().await;
     let sidecar =
-        start(&text(origin.port(), "ignoring", "ttl = \"60s\"\nignore_cache_control = true\nstatuses = [200, 201]")).await;
+        start(&text(origin.port(), "ignoring", "ttl = \"60s\"\nignore_cache_control = true\nstatuses = [200, 201]"))
+            .await;
     for path in ["/no-store", "/private", "/no-cache", "/short", "/created"] {
         let (first, second) = twice(sidecar.proxy_addr, &origin.url(path)).await;
         assert_eq!((cache_state(&first), cache_state(&second)), ("miss", "hit"), "{path}");

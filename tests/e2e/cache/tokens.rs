@@ -55,7 +55,8 @@ async fn two_functions_share_an_entry_while_the_token_rotates_underneath() {
     verify_demo(first_token.trim_start_matches("Bearer "));
 
     let before = issued_at(sidecar.admin_addr, "short").await;
-    let rotated = wait_until(Duration::from_secs(10), async || issued_at(sidecar.admin_addr, "short").await > before).await;
+    let rotated =
+        wait_until(Duration::from_secs(10), async || issued_at(sidecar.admin_addr, "short").await > before).await;
     assert!(rotated, "the token was not re-signed");
 
     // Function two: Python requests, the same request as written, after the rotation.
@@ -70,12 +71,9 @@ print(r.status_code, r.headers.get("x-token-sidecar-cache"), r.text)
     assert_eq!(origin.count(), 1);
 
     // The token did rotate: a refresh carries the new one.
-    let refreshed = get(
-        sidecar.proxy_addr,
-        &url,
-        &[("authorization", "Bearer {/auth_token}"), ("cache-control", "no-cache")],
-    )
-    .await;
+    let refreshed =
+        get(sidecar.proxy_addr, &url, &[("authorization", "Bearer {/auth_token}"), ("cache-control", "no-cache")])
+            .await;
     assert_reply(&refreshed, "2", "bypass");
     let second_token = origin.last().header("authorization").expect("a token").to_string();
     assert_ne!(first_token, second_token, "the refresh went out with the rotated token");
@@ -200,7 +198,8 @@ async fn a_token_the_route_does_not_bind_is_refused_and_nothing_is_stored() {
     let sidecar = start(&text).await;
     let url = origin.url("/x");
     for _ in 0..2 {
-        let reply = get(sidecar.proxy_addr, &url, &[("authorization", "Bearer {/mine}"), ("x-other", "{/theirs}")]).await;
+        let reply =
+            get(sidecar.proxy_addr, &url, &[("authorization", "Bearer {/mine}"), ("x-other", "{/theirs}")]).await;
         reply.assert_error(403, "placeholder_not_allowed");
     }
     assert_eq!(origin.count(), 0);
