@@ -211,8 +211,9 @@ pub async fn lookup(
     body: ClientBody,
     limits: &BodyLimits<'_>,
 ) -> Result<Lookup, ProxyError> {
-    let compiled = &snapshot.compiled[route];
-    let Some(rc) = compiled.cache.as_ref() else { return Ok(Lookup::Fetch(RequestBody::Client(body), None)) };
+    let Some((compiled, rc)) = snapshot.compiled.get(route).and_then(|c| Some((c, c.cache.as_ref()?))) else {
+        return Ok(Lookup::Fetch(RequestBody::Client(body), None));
+    };
     let cache = &snapshot.cache;
     let asks = RequestDirectives::of(&parts.headers);
     if let Some(reason) = request::bypass(rc, compiled, parts, &asks) {

@@ -99,7 +99,10 @@ pub(super) fn route(
         })
         .collect();
     let max_body = r.max_body.as_ref().map_or(1 << 20, |s| size(s, &key("max_body"), 1 << 20, c));
-    if max_body > global.max_bytes {
+    if max_body > MAX_BODY {
+        let span = r.max_body.as_ref().map_or(raw.span(), Spanned::span);
+        c.error(span, key("max_body"), "must be at most 1GiB: a function result is a small answer, held in memory");
+    } else if max_body > global.max_bytes {
         let span = r.max_body.as_ref().map_or(raw.span(), Spanned::span);
         c.error(
             span,
@@ -156,6 +159,9 @@ fn status(s: &Spanned<i64>, key: &str, c: &mut Collector<'_>) -> Option<u16> {
         }
     }
 }
+
+/// Largest body one entry may hold.
+const MAX_BODY: u64 = 1 << 30;
 
 /// Longest ttl or stale window: past a year, "forever" is what is meant, and expiry
 /// arithmetic stays far from overflow.
@@ -271,6 +277,10 @@ mod tests {
 
     #[test]
     fn a_missing_ttl_and_an_unknown_key_are_structural_errors() {
+        let huge = config(&format!(
+            "[cache]\nmax_bytes = \"8GiB\"\n{ROUTE}[routes.cache]\nttl = \"1m\"\nmax_body = \"2GiB\"\n"
+        ));
+        assert!(huge.expect_err("rejected").to_string().contains("at most 1GiB"));
         let errors = config(&format!("{ROUTE}[routes.cache]\nmax_age = \"1m\"\n")).expect_err("rejected");
         let keys: Vec<&str> = errors.0.iter().map(|d| d.key_path.as_str()).collect();
         assert_eq!(keys, ["routes[0].cache.ttl", "routes[0].cache.max_age"], "{errors}");

@@ -48,6 +48,9 @@ async fn a_stale_entry_is_served_while_one_request_refreshes_it() {
     // answers meanwhile start no second refresh.
     let refreshing = wait_until(Duration::from_secs(5), async || origin.count() == 2).await;
     assert!(refreshing, "no background refresh");
+    let refresh = origin.last();
+    assert_eq!((refresh.method.as_str(), refresh.uri.as_str()), ("GET", "/feed"), "the same request, repeated");
+    assert!(refresh.headers.get("content-length").is_none(), "a GET without a body stays without one");
     assert_reply(&get(sidecar.proxy_addr, &url, &[]).await, "1", "stale");
     assert_eq!(origin.count(), 2);
     origin.release(1);
