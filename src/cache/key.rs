@@ -40,10 +40,13 @@ pub struct Keyed {
 
 impl Keyed {
     /// Whether a response's `Vary` may name `name`: its value is in the key, or it is the
-    /// same on every request the cache sends (`Accept-Encoding` is always `identity`, and
-    /// `set_headers` are the route's own).
+    /// same on every request that reaches this key (`Accept-Encoding` is always `identity`;
+    /// `set_headers` are the route's own; `Authorization` and `Cookie` are either absent or
+    /// hold placeholders, which are keyed, since a literal credential bypasses the cache).
     pub fn covers(&self, name: &HeaderName, replaced: &[HeaderName]) -> bool {
-        *name == header::ACCEPT_ENCODING || self.covered.contains(name) || replaced.contains(name)
+        matches!(*name, header::ACCEPT_ENCODING | header::AUTHORIZATION | header::COOKIE)
+            || self.covered.contains(name)
+            || replaced.contains(name)
     }
 }
 
@@ -207,6 +210,7 @@ mod tests {
         assert_eq!(with.key, without.key);
         assert!(with.covers(&auth, replaced));
         assert!(with.covers(&header::ACCEPT_ENCODING, replaced));
+        assert!(without.covers(&header::AUTHORIZATION, &[]) && without.covers(&header::COOKIE, &[]));
         assert!(!with.covers(&HeaderName::from_static("origin"), replaced));
         let keyed = key_of(&header(req(), "x-key", "{/k}"), &[], &[]);
         assert_eq!(keyed.covered, [HeaderName::from_static("x-key")]);

@@ -24,7 +24,7 @@ async fn scripted() -> Origin {
             "/aged" => answer.header("cache-control", "max-age=3600").header("age", "30"),
             "/must-revalidate" => answer.header("cache-control", "max-age=60, must-revalidate"),
             "/vary-origin" => answer.header("vary", "Origin"),
-            "/vary-encoding" => answer.header("vary", "Accept-Encoding"),
+            "/vary-encoding" => answer.header("vary", "Accept-Encoding, Authorization"),
             "/vary-star" => answer.header("vary", "*"),
             "/gzip" => answer.header("content-encoding", "gzip"),
             "/missing" => answer.status(404),
