@@ -170,6 +170,10 @@ pub async fn substituted(
             let replay = Replayable { raw: raw.clone(), trailers: trailers.clone() };
             Ok((rewrite_whole(raw, trailers, headers, tokens, reservation)?, Some(replay)))
         }
+        Read::Copy { raw, .. } if raw.is_empty() => {
+            let empty = http_body_util::Empty::new().map_err(|never| -> BoxError { match never {} }).boxed_unsync();
+            Ok((empty, Some(Replayable { raw, trailers: None })))
+        }
         Read::Copy { raw, reservation } => {
             let replay = Replayable { raw: raw.clone(), trailers: None };
             Ok((rewrite_whole(raw, None, headers, tokens, reservation)?, Some(replay)))
