@@ -357,16 +357,19 @@ start_sidecar() { # $1 name, $2 worker threads, $3 key, $4 ttl, $5 refresh_befor
 }
 
 start_nginx_proxy() { # $1 name: nginx, or nginx-cache with proxy_cache
-  local name=${1:-nginx} dir=$WORK/${1:-nginx}-proxy cache_http="" cache_location=""
+  local name=${1:-nginx} dir=$WORK/${1:-nginx}-proxy cache_main="" cache_http="" cache_location=""
   pick_port
   PORT_OF[$name]=$PORT
   mkdir -p "$dir/logs"
   if [ "$name" = nginx-cache ]; then
+    # Workers of a root master run as nobody, who cannot write the cache in the work folder.
+    [ "$(id -u)" = 0 ] && cache_main="user root;"
     cache_http="proxy_cache_path $dir/cache levels=1:2 keys_zone=lookups:10m max_size=64m inactive=10m use_temp_path=off;"
     cache_location="proxy_cache lookups; proxy_cache_valid 200 10m; add_header X-Cache-Status \$upstream_cache_status;"
   fi
   cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
+$cache_main
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }
@@ -722,9 +725,10 @@ print(f"|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for s in summary:
     print(f"| {s['mode']} | {s['conns']} | {s['peer']} | {s['rps']:.0f} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | {s['p999_us']:.0f} | "
           f"{f(s['cpu_us_per_req'], '.1f')} | {f(s['idle_rss_mib'], '.1f')} | {f(s['peak_rss_mib'], '.1f')} | {s['errors']} |")
-print()
-print("| conns | sidecar/nginx req/s | sidecar/nginx p99 | sidecar/nginx CPU/req | sidecar/direct req/s | sidecar/direct p50 | added p50 us (sidecar) | added p50 us (nginx) | 2 workers/nginx req/s | 2 workers/nginx p99 | sidecar/mitmproxy req/s |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+if any(r["mode"] == "throughput" for r in ratios):
+  print()
+  print("| conns | sidecar/nginx req/s | sidecar/nginx p99 | sidecar/nginx CPU/req | sidecar/direct req/s | sidecar/direct p50 | added p50 us (sidecar) | added p50 us (nginx) | 2 workers/nginx req/s | 2 workers/nginx p99 | sidecar/mitmproxy req/s |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in ratios:
     if r["mode"] == "throughput":
         print(f"| {r['conns']} | {f(r['sidecar_over_nginx_rps'], '.2f')} | {f(r['sidecar_over_nginx_p99'], '.2f')} | "
