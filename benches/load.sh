@@ -4,6 +4,7 @@
 #   bash benches/load.sh                 # everything (about 10 minutes on 2 cores)
 #   MODE=throughput bash benches/load.sh # only the proxy comparison
 #   MODE=refresh bash benches/load.sh    # only p99 during back-to-back RSA-4096 refreshes
+#   MODE=cache bash benches/load.sh      # only the function-result cache's hit path vs nginx proxy_cache
 #
 # Knobs (environment): DURATION (seconds per wrk run, default 4), ROUNDS (default 5),
 # REFRESH_ROUNDS (default 9: p99 is noisier than throughput here),
@@ -25,7 +26,15 @@
 # RS256 token: one with ttl 2s / refresh_before 1s (the refresher signs about once a second)
 # and two identical ones with ttl 15m (no signing during the run): the second static one is
 # an A/A control that shows how far two identical peers' p99 differ in the same run.
-# Every request is a POST in absolute form (forward-proxy mode, as HTTP_PROXY clients send)
+# and, for the cache case (MODE=cache), GET lookups answered from a cache:
+#   sidecar-cache  token-sidecar with [routes.cache] ttl = "10m" on the route (every request
+#                  after the first is a hit: x-token-sidecar-cache: hit)
+#   nginx-cache    nginx as above with proxy_cache (keys_zone in shared memory, files under the
+#                  work folder, proxy_cache_valid 200 10m; X-Cache-Status: HIT)
+#   sidecar        the same GET through the uncached sidecar, and direct, for scale
+# with `GET /lookup?id=42` and `Authorization: Bearer {/auth_token}` (CACHE_CONNS, default
+# "1 16 256").
+# Every request of the other cases is a POST in absolute form (forward-proxy mode, as HTTP_PROXY clients send)
 # with `Authorization: Bearer {/auth_token}` and a 48-byte JSON body holding a placeholder;
 # direct gets the same request in origin form. Reported per case: requests/s, p50 and p99
 # latency, CPU per request of the proxy (utime+stime delta over the run divided by requests),
@@ -46,6 +55,7 @@ ROUNDS=${ROUNDS:-5}
 REFRESH_ROUNDS=${REFRESH_ROUNDS:-9}
 CONNS=${CONNS:-"1 16 256"}
 REFRESH_CONNS=${REFRESH_CONNS:-"1 16"}
+CACHE_CONNS=${CACHE_CONNS:-"1 16 256"}
 PEERS_WANTED=${PEERS:-"direct sidecar nginx sidecar-2w mitmproxy"}
 export SCRAPE_METRICS=${SCRAPE_METRICS:-0}
 WRK_THREADS=${WRK_THREADS:-1}
@@ -63,8 +73,8 @@ CLK_TCK=$(getconf CLK_TCK)
 mkdir -p "$OUT_DIR" "$CONF" "$LOGS"
 : >"$RUNS"
 
-case $MODE in all | throughput | refresh) ;; *)
-  echo "MODE must be all, throughput or refresh" >&2
+case $MODE in all | throughput | refresh | cache) ;; *)
+  echo "MODE must be all, throughput, refresh or cache" >&2
   exit 2
   ;;
 esac
@@ -150,7 +160,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 MITM=""
 MITM_NOTE=""
-if [ "$MODE" != refresh ]; then
+if [ "$MODE" = all ] || [ "$MODE" = throughput ]; then
   if [ "$SKIP_MITM" = 1 ]; then
     MITM_NOTE="skipped (SKIP_MITM=1)"
   else
@@ -212,7 +222,7 @@ mkdir -p "$KEYS"
 cp examples/keys/demo-rsa.key.pem "$KEYS/"
 
 # A sidecar config: $1 file, $2 proxy port, $3 admin port, $4 worker threads, $5 key file,
-# $6 ttl, $7 refresh_before.
+# $6 ttl, $7 refresh_before, $8 (optional) tables appended to the route.
 sidecar_config() {
   cat >"$1" <<EOF
 [proxy]
@@ -245,6 +255,8 @@ tokens = ["api_jwt"]
 
 [routes.placeholders]
 auth_token = "api_jwt"
+
+${8:-}
 EOF
 }
 
@@ -283,6 +295,22 @@ EOF
 wrk_script "$WORK/proxy.lua" "http://127.0.0.1:$UP/bench"
 wrk_script "$WORK/direct.lua" "/bench"
 
+# The cache case: a GET lookup, the same every time. $1 file, $2 target.
+wrk_get_script() {
+  cat >"$1" <<EOF
+local req = wrk.format("GET", "$2", {
+  ["Host"] = "127.0.0.1:$UP",
+  ["Authorization"] = "Bearer {/auth_token}",
+  ["User-Agent"] = "agent-function/1.0",
+  ["Accept"] = "application/json",
+})
+request = function() return req end
+EOF
+  sed -n '/^done = function/,$p' "$WORK/proxy.lua" >>"$1"
+}
+wrk_get_script "$WORK/cache-proxy.lua" "http://127.0.0.1:$UP/lookup?id=42"
+wrk_get_script "$WORK/cache-direct.lua" "/lookup?id=42"
+
 # ---------------------------------------------------------------- peers
 declare -A PORT_OF PID_OF SCRAPER_OF
 
@@ -310,13 +338,13 @@ mem_kib() { # $1 pid, $2 VmRSS or VmHWM; summed over the process and its childre
   echo "$total"
 }
 
-start_sidecar() { # $1 name, $2 worker threads, $3 key, $4 ttl, $5 refresh_before
+start_sidecar() { # $1 name, $2 worker threads, $3 key, $4 ttl, $5 refresh_before, $6 route tables
   local name=$1 admin
   pick_port
   PORT_OF[$name]=$PORT
   pick_port
   admin=$PORT
-  sidecar_config "$CONF/$name.toml" "${PORT_OF[$name]}" "$admin" "$2" "$3" "$4" "$5"
+  sidecar_config "$CONF/$name.toml" "${PORT_OF[$name]}" "$admin" "$2" "$3" "$4" "$5" "${6:-}"
   start "$name" "$SIDECAR" --config "$CONF/$name.toml" --log info run
   PID_OF[$name]=$STARTED_PID
   wait_port "${PORT_OF[$name]}" "$STARTED_PID" "$name"
@@ -328,13 +356,20 @@ start_sidecar() { # $1 name, $2 worker threads, $3 key, $4 ttl, $5 refresh_befor
   fi
 }
 
-start_nginx_proxy() {
-  local name=nginx dir=$WORK/nginx-proxy
+start_nginx_proxy() { # $1 name: nginx, or nginx-cache with proxy_cache
+  local name=${1:-nginx} dir=$WORK/${1:-nginx}-proxy cache_main="" cache_http="" cache_location=""
   pick_port
   PORT_OF[$name]=$PORT
   mkdir -p "$dir/logs"
+  if [ "$name" = nginx-cache ]; then
+    # Workers of a root master run as nobody, who cannot write the cache in the work folder.
+    [ "$(id -u)" = 0 ] && cache_main="user root;"
+    cache_http="proxy_cache_path $dir/cache levels=1:2 keys_zone=lookups:10m max_size=64m inactive=10m use_temp_path=off;"
+    cache_location="proxy_cache lookups; proxy_cache_valid 200 10m; add_header X-Cache-Status \$upstream_cache_status;"
+  fi
   cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
+$cache_main
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }
@@ -342,6 +377,7 @@ http {
   access_log off;
   client_body_temp_path $dir/body;
   proxy_temp_path $dir/proxy;
+  $cache_http
   keepalive_requests 10000000;
   keepalive_timeout 120s;
   upstream up {
@@ -358,6 +394,7 @@ http {
       proxy_set_header Connection "";
       proxy_set_header Host "127.0.0.1:$UP";
       proxy_set_header Authorization "Bearer $FIXED_TOKEN";
+      $cache_location
     }
   }
 }
@@ -404,6 +441,22 @@ sanity_check() {
     echo "sanity check failed for $name: body was not substituted ($got)" >&2
     exit 1
   fi
+  if [[ $name == *-cache ]]; then
+    # The second lookup must be answered from the cache. (/check is not: its answer echoes
+    # the token, which the sidecar never stores.)
+    local i
+    for i in 1 2; do
+      got=$(curl -sS --max-time 10 -D - -o /dev/null -x "http://127.0.0.1:${PORT_OF[$name]}" \
+        -H 'Authorization: Bearer {/auth_token}' "http://127.0.0.1:$UP/lookup?id=42" | tr -d '\r')
+    done
+    case $got in
+    *"x-token-sidecar-cache: hit"* | *"X-Cache-Status: HIT"*) ;;
+    *)
+      echo "sanity check failed for $name: the second lookup was not a cache hit: $got" >&2
+      exit 1
+      ;;
+    esac
+  fi
 }
 
 # Runs wrk against a peer once and appends one JSON line to $RUNS.
@@ -416,6 +469,9 @@ run_wrk() {
   else
     url="http://127.0.0.1:${PORT_OF[$name]}/bench"
     script=$WORK/proxy.lua
+  fi
+  if [ "$mode" = cache ]; then
+    script=$WORK/cache-${script##*/}
   fi
   threads=$((conns < WRK_THREADS ? conns : WRK_THREADS))
   local pid=${PID_OF[$name]:-}
@@ -464,7 +520,9 @@ start_peer() {
   direct) ;;
   sidecar) start_sidecar sidecar 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   sidecar-2w) start_sidecar sidecar-2w 2 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
-  nginx) start_nginx_proxy ;;
+  nginx) start_nginx_proxy nginx ;;
+  nginx-cache) start_nginx_proxy nginx-cache ;;
+  sidecar-cache) start_sidecar sidecar-cache 1 "$KEYS/demo-rsa.key.pem" 15m 3m $'[routes.cache]\nttl = "10m"' ;;
   mitmproxy) start_mitm ;;
   sidecar-4096) start_sidecar sidecar-4096 1 "$KEYS/rsa4096.key.pem" 15m 3m ;;
   sidecar-4096-control) start_sidecar sidecar-4096-control 1 "$KEYS/rsa4096.key.pem" 15m 3m ;;
@@ -508,7 +566,7 @@ run_case() {
 }
 
 # ---------------------------------------------------------------- run
-if [ "$MODE" != refresh ]; then
+if [ "$MODE" = all ] || [ "$MODE" = throughput ]; then
   PEERS=()
   for p in $PEERS_WANTED; do
     [ "$p" = mitmproxy ] && [ -z "$MITM" ] && continue
@@ -516,7 +574,10 @@ if [ "$MODE" != refresh ]; then
   done
   for c in $CONNS; do run_case throughput "$c" "${PEERS[@]}"; done
 fi
-if [ "$MODE" != throughput ]; then
+if [ "$MODE" = all ] || [ "$MODE" = cache ]; then
+  for c in $CACHE_CONNS; do run_case cache "$c" direct sidecar-cache nginx-cache sidecar; done
+fi
+if [ "$MODE" = all ] || [ "$MODE" = refresh ]; then
   log "generating an RSA-4096 key"
   "$SIDECAR" keygen --alg RS256 --bits 4096 --out "$KEYS" --name rsa4096 >/dev/null 2>&1
   for c in $REFRESH_CONNS; do run_case refresh "$c" sidecar-4096 sidecar-4096-refresh sidecar-4096-control; done
@@ -619,6 +680,17 @@ for (mode, conns) in sorted(cases):
             "sidecar2w_over_nginx_p99": ratio(mode, conns, "sidecar-2w", "nginx", p99),
             "sidecar_over_mitmproxy_rps": ratio(mode, conns, "sidecar", "mitmproxy", rps),
         })
+    elif mode == "cache":
+        ratios.append({
+            "mode": mode, "conns": conns,
+            "cache_over_nginx_cache_rps": ratio(mode, conns, "sidecar-cache", "nginx-cache", rps),
+            "cache_over_nginx_cache_p99": ratio(mode, conns, "sidecar-cache", "nginx-cache", p99),
+            "cache_over_nginx_cache_cpu": ratio(mode, conns, "sidecar-cache", "nginx-cache", cpu_us),
+            "cache_over_uncached_rps": ratio(mode, conns, "sidecar-cache", "sidecar", rps),
+            "cache_over_uncached_cpu": ratio(mode, conns, "sidecar-cache", "sidecar", cpu_us),
+            "cache_added_p50_us": diff(mode, conns, "sidecar-cache", "direct", p50),
+            "nginx_cache_added_p50_us": diff(mode, conns, "nginx-cache", "direct", p50),
+        })
     else:
         ratios.append({
             "mode": mode, "conns": conns,
@@ -653,9 +725,10 @@ print(f"|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for s in summary:
     print(f"| {s['mode']} | {s['conns']} | {s['peer']} | {s['rps']:.0f} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | {s['p999_us']:.0f} | "
           f"{f(s['cpu_us_per_req'], '.1f')} | {f(s['idle_rss_mib'], '.1f')} | {f(s['peak_rss_mib'], '.1f')} | {s['errors']} |")
-print()
-print("| conns | sidecar/nginx req/s | sidecar/nginx p99 | sidecar/nginx CPU/req | sidecar/direct req/s | sidecar/direct p50 | added p50 us (sidecar) | added p50 us (nginx) | 2 workers/nginx req/s | 2 workers/nginx p99 | sidecar/mitmproxy req/s |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+if any(r["mode"] == "throughput" for r in ratios):
+  print()
+  print("| conns | sidecar/nginx req/s | sidecar/nginx p99 | sidecar/nginx CPU/req | sidecar/direct req/s | sidecar/direct p50 | added p50 us (sidecar) | added p50 us (nginx) | 2 workers/nginx req/s | 2 workers/nginx p99 | sidecar/mitmproxy req/s |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in ratios:
     if r["mode"] == "throughput":
         print(f"| {r['conns']} | {f(r['sidecar_over_nginx_rps'], '.2f')} | {f(r['sidecar_over_nginx_p99'], '.2f')} | "
@@ -663,6 +736,15 @@ for r in ratios:
               f"{f(r['sidecar_over_direct_p50'], '.2f')} | {f(r['sidecar_added_p50_us'], '.0f')} | "
               f"{f(r['nginx_added_p50_us'], '.0f')} | {f(r['sidecar2w_over_nginx_rps'], '.2f')} | "
               f"{f(r['sidecar2w_over_nginx_p99'], '.2f')} | {f(r['sidecar_over_mitmproxy_rps'], '.1f')} |")
+cache = [r for r in ratios if r["mode"] == "cache"]
+if cache:
+    print()
+    print("| conns | cache hit/nginx proxy_cache req/s | p99 | CPU/req | cache hit/uncached sidecar req/s | CPU/req | added p50 us (sidecar hit) | added p50 us (nginx HIT) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in cache:
+        print(f"| {r['conns']} | {f(r['cache_over_nginx_cache_rps'], '.2f')} | {f(r['cache_over_nginx_cache_p99'], '.2f')} | "
+              f"{f(r['cache_over_nginx_cache_cpu'], '.2f')} | {f(r['cache_over_uncached_rps'], '.2f')} | "
+              f"{f(r['cache_over_uncached_cpu'], '.2f')} | {f(r['cache_added_p50_us'], '.0f')} | {f(r['nginx_cache_added_p50_us'], '.0f')} |")
 refresh = [r for r in ratios if r["mode"] == "refresh"]
 if refresh:
     print()

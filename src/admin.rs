@@ -79,6 +79,12 @@ fn describe_metrics() {
         "fleet_token_sources_total",
         "Shared tokens obtained, by token and source (shared, exchange, exchange_fallback)."
     );
+    describe_counter!(
+        "cache_requests_total",
+        "Requests of cached routes, by route and result (hit, miss, stale, bypass)."
+    );
+    describe_gauge!("cache_bytes", Unit::Bytes, "Bytes held by the function-result cache.");
+    describe_counter!("cache_evictions_total", "Cached responses evicted to stay within [cache] max_bytes.");
     // Present from the start, so alerts on them work before the first event.
     for result in ["ok", "error"] {
         metrics::counter!("config_reloads_total", "result" => result).increment(0);
@@ -114,6 +120,9 @@ async fn route(req: &Request<Incoming>, snapshot: Arc<Snapshot>) -> Response<Ful
         }
         return refresh(&snapshot, name).await;
     }
+    if req.uri().path() == "/cache" || req.uri().path().starts_with("/cache/") {
+        return crate::cache::admin::serve(req.method(), req.uri().path(), &snapshot).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -138,7 +147,10 @@ async fn route(req: &Request<Incoming>, snapshot: Arc<Snapshot>) -> Response<Ful
         }
         "/tokens" => json(&tokens_status(snapshot, now)),
         "/.well-known/jwks.json" => json(&jwks(snapshot)),
-        _ => text(StatusCode::NOT_FOUND, "not found; try /healthz /readyz /metrics /tokens /.well-known/jwks.json\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz /readyz /metrics /tokens /cache /.well-known/jwks.json\n",
+        ),
     }
 }
 
@@ -236,14 +248,14 @@ pub fn jwks(snapshot: &Snapshot) -> serde_json::Value {
     serde_json::json!({ "keys": keys })
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
-fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
+pub(crate) fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::cache::{Cache, RouteCache};
 use crate::config::{Config, RouteDefinition};
 use crate::exchange::Exchanger;
 use crate::fleet::tokens::{LeaseSettings, SharedExchange};
@@ -40,6 +41,8 @@ pub struct CompiledRoute {
     pub retry_on_401: bool,
     /// Whether every request of the route goes upstream over HTTP/2.
     pub upstream_http2: bool,
+    /// The route's function-result cache, when it has `[routes.cache]`.
+    pub cache: Option<Arc<RouteCache>>,
     /// `proxy_request_duration_seconds` for this route, registered once.
     pub duration: metrics::Histogram,
 }
@@ -51,6 +54,8 @@ pub struct Snapshot {
     pub compiled: Vec<CompiledRoute>,
     pub cells: HashMap<String, Arc<TokenCell>>,
     pub upstream: Arc<Upstream>,
+    /// The function-result cache, kept across reloads while `[cache] max_bytes` is the same.
+    pub cache: Arc<Cache>,
     /// Present when `[tls]` is configured: terminates CONNECT tunnels to routed hosts.
     pub interceptor: Option<Arc<Interceptor>>,
     /// Present when `[fleet]` is configured: the Redis that shared tokens go through.
@@ -178,19 +183,28 @@ impl Snapshot {
         }
 
         let routes = RouteTable::new(config.routes.iter().enumerate().map(|(i, r)| r.spec(i)).collect())?;
-        let compiled = config.routes.iter().map(|r| compile_route(r, &cells)).collect();
+        let cache = match previous {
+            Some(p) if p.cache.fits(&config.cache) => Arc::clone(&p.cache),
+            _ => Cache::new(&config.cache),
+        };
+        let compiled: Vec<CompiledRoute> =
+            config.routes.iter().map(|r| compile_route(r, &cells, route_cache(r, &config, previous))).collect();
         let interceptor = match (&config.tls, previous.and_then(|p| p.interceptor.as_ref())) {
             (None, _) => None,
             (Some(tls), Some(old)) if old.is_current(tls) => Some(Arc::clone(old)),
             (Some(tls), _) => Some(Arc::new(Interceptor::load(tls)?)),
         };
         let files_digest = crate::reload::digest_files(&config.watched_files);
+        if let Some(p) = previous.filter(|p| Arc::ptr_eq(&p.cache, &cache)) {
+            purge_retired_generations(p, &compiled).await;
+        }
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
             compiled,
             cells,
             upstream,
+            cache,
             interceptor,
             fleet,
             policy,
@@ -226,7 +240,47 @@ fn same_fleet(a: Option<&Arc<Fleet>>, b: Option<&Arc<Fleet>>) -> bool {
     }
 }
 
-fn compile_route(r: &RouteDefinition, cells: &HashMap<String, Arc<TokenCell>>) -> CompiledRoute {
+/// The cache of route `r`, keeping the generation (and so the entries) of the same route in
+/// `previous` when neither the route's definition nor any token it binds changed.
+fn route_cache(r: &RouteDefinition, config: &Config, previous: Option<&Snapshot>) -> Option<Arc<RouteCache>> {
+    let settings = r.cache.clone()?;
+    let same_tokens = |old: &Config| {
+        r.bindings.values().all(|t| match (old.tokens.get(t), config.tokens.get(t)) {
+            (Some(a), Some(b)) => a.same_definition(b),
+            _ => false,
+        })
+    };
+    let kept = previous.and_then(|p| {
+        let (i, _) = p.config.routes.iter().enumerate().find(|(_, old)| *old == r)?;
+        let old = p.compiled.get(i)?.cache.as_ref()?;
+        same_tokens(&p.config).then_some(old.generation)
+    });
+    let generation = kept.unwrap_or_else(crate::cache::next_generation);
+    let replaced = r.set_headers.iter().map(|(name, _)| name.clone()).collect();
+    Some(Arc::new(RouteCache::new(Arc::from(r.name.as_str()), settings, generation, replaced)))
+}
+
+/// Drops the entries of routes a reload changed or removed: their generation is not used by
+/// any route of the new snapshot.
+async fn purge_retired_generations(previous: &Snapshot, compiled: &[CompiledRoute]) {
+    let live: Vec<u64> = compiled.iter().filter_map(|c| c.cache.as_ref().map(|rc| rc.generation)).collect();
+    let retired: Vec<u64> = previous
+        .compiled
+        .iter()
+        .filter_map(|c| c.cache.as_ref().map(|rc| rc.generation))
+        .filter(|g| !live.contains(g))
+        .collect();
+    if !retired.is_empty() {
+        let removed = previous.cache.purge(crate::cache::store::Purge::Generations(retired)).await;
+        tracing::debug!(removed, "cache entries of changed routes dropped");
+    }
+}
+
+fn compile_route(
+    r: &RouteDefinition,
+    cells: &HashMap<String, Arc<TokenCell>>,
+    cache: Option<Arc<RouteCache>>,
+) -> CompiledRoute {
     let bindings = r
         .bindings
         .iter()
@@ -252,6 +306,7 @@ fn compile_route(r: &RouteDefinition, cells: &HashMap<String, Arc<TokenCell>>) -
         redact_responses: r.redact_responses,
         retry_on_401: r.retry_on_401,
         upstream_http2: r.upstream_http2,
+        cache,
         duration,
     }
 }
@@ -329,6 +384,19 @@ impl RequestTokens {
             }
         }
         names
+    }
+
+    /// The token values written into the request so far (a value bound under two names once).
+    pub fn injected(&self) -> Vec<bytes::Bytes> {
+        let mut out: Vec<bytes::Bytes> = Vec::new();
+        for (i, used) in self.used.iter().enumerate() {
+            if let (true, Some(Some(token))) = (used.load(Ordering::Relaxed), self.values.get(i)) {
+                if !out.contains(&token.value) {
+                    out.push(token.value.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The values written into the request so far, each with its placeholder text and the

@@ -4,6 +4,7 @@
 //! A [`Config`] is immutable once built. A reload builds a whole new one and swaps it in, so
 //! a request never sees half of an old file and half of a new one.
 
+mod cache;
 pub mod dependencies;
 mod diagnostic;
 pub mod fleet;
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cache::{CacheSettings, RouteCacheSettings, DEFAULT_STATUSES};
 pub use diagnostic::{Collector, ConfigErrors, Diagnostic};
 pub use fleet::FleetSettings;
 pub use policy::{AuditSettings, CallerDefinition, PolicySettings, Position, RateLimit, RoutePolicySettings};
@@ -35,6 +37,8 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// The built-in echo upstream, when enabled.
     pub echo: Option<EchoSettings>,
+    /// `[cache]`: limits of the function-result cache (defaults when absent).
+    pub cache: CacheSettings,
     pub tokens: BTreeMap<String, TokenDefinition>,
     pub routes: Vec<RouteDefinition>,
     pub listeners: Vec<ListenerDefinition>,
@@ -198,6 +202,8 @@ pub struct RouteDefinition {
     /// Who may use the route, which networks it may reach, where its tokens may be written,
     /// and how often.
     pub policy: RoutePolicySettings,
+    /// `[routes.cache]`: store responses and answer repeated requests from the cache.
+    pub cache: Option<RouteCacheSettings>,
 }
 
 /// One `[[listeners]]` entry: a local port that sends everything to one upstream base URL.

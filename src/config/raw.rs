@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub tls: Option<RawTls>,
     pub echo: Option<RawEcho>,
+    /// `[cache]`: the function-result cache shared by routes with `[routes.cache]`.
+    pub cache: Option<Spanned<RawCache>>,
     #[serde(default)]
     pub tokens: BTreeMap<String, Spanned<RawToken>>,
     #[serde(default)]
@@ -185,6 +187,31 @@ pub struct RawRoute {
     /// table of lists by placeholder name.
     pub substitute_in: Option<Spanned<toml::Value>>,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    /// `[routes.cache]`: store this route's responses and answer repeats from the cache.
+    pub cache: Option<Spanned<RawRouteCache>>,
+}
+
+/// `[cache]`: limits of the function-result cache, across every cached route.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_bytes: Option<Spanned<String>>,
+    pub coalesce_wait: Option<Spanned<String>>,
+}
+
+/// `[routes.cache]`: which of a route's responses are stored, and for how long.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub ttl: Spanned<String>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub vary: Vec<Spanned<String>>,
+    pub max_body: Option<Spanned<String>>,
+    pub statuses: Option<Vec<Spanned<i64>>>,
+    pub ignore_cache_control: Option<Spanned<bool>>,
+    pub stale_while_revalidate: Option<Spanned<String>>,
+    pub stale_if_error: Option<Spanned<String>>,
 }
 
 /// `[[listeners]]`: a local port bound to one upstream, for clients that cannot use a proxy.

@@ -89,7 +89,9 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
     };
     watched_files.extend(fleet.as_ref().and_then(|f| f.key_file.clone()));
 
-    let routes = raw.routes.iter().enumerate().filter_map(|(i, r)| route(i, r, &raw, &mut c)).collect::<Vec<_>>();
+    let cache = super::cache::global(raw.cache.as_ref(), &mut c);
+    let routes =
+        raw.routes.iter().enumerate().filter_map(|(i, r)| route(i, r, &raw, &cache, &mut c)).collect::<Vec<_>>();
     if c.is_empty() {
         check_route_table(&raw, &routes, &mut c);
     }
@@ -122,6 +124,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
         admin,
         tls,
         echo,
+        cache,
         tokens,
         routes,
         listeners,
@@ -229,7 +232,13 @@ fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> Pr
     }
 }
 
-fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Collector<'_>) -> Option<RouteDefinition> {
+fn route(
+    index: usize,
+    spanned: &Spanned<RawRoute>,
+    raw: &RawConfig,
+    cache: &CacheSettings,
+    c: &mut Collector<'_>,
+) -> Option<RouteDefinition> {
     let r = spanned.get_ref();
     let prefix = format!("routes[{index}]");
     let before = c.len();
@@ -330,6 +339,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
             Some((name, v.get_ref().clone()))
         })
         .collect();
+    let cache = r.cache.as_ref().map(|rc| super::cache::route(&prefix, rc, cache, c));
 
     let policy = super::policy::route(&prefix, r, &bindings, &raw.callers, c);
     if c.len() != before {
@@ -349,6 +359,7 @@ fn route(index: usize, spanned: &Spanned<RawRoute>, raw: &RawConfig, c: &mut Col
         retry_on_401: r.retry_on_401.as_ref().is_none_or(|b| *b.get_ref()),
         upstream_http2: r.upstream_http2.as_ref().is_some_and(|b| *b.get_ref()),
         policy,
+        cache,
     })
 }
 

@@ -57,30 +57,62 @@ fn is_encoded(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_ENCODING).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
-/// Prepares a routed request's body, substituting placeholders with `tokens`. Adjusts
-/// Content-Length / Transfer-Encoding in `headers` to match what will be sent.
-///
-/// Also returns the body as the client sent it when it was read whole (or was empty), so the
-/// request can be sent again with a renewed token ([`replay`]); a streamed body cannot.
-pub async fn substituted(
-    body: ClientBody,
-    method: &Method,
-    headers: &mut HeaderMap,
-    tokens: Arc<dyn Resolve>,
-    limits: BodyLimits<'_>,
-) -> Result<(ProxyBody, Option<Replayable>), ProxyError> {
-    if body.is_end_stream() {
-        return Ok((untouched(body, method, headers), Some(Replayable { raw: Bytes::new(), trailers: None })));
+/// A routed request's body on its way to substitution: as the client sends it, or already
+/// read by an earlier phase (the cache reads bodies ahead to key on them).
+pub enum RequestBody {
+    Client(ClientBody),
+    Read(ReadBody),
+}
+
+/// A request body after [`read`]: whole (up to `max_buffered_body`), or the part read before
+/// it grew past that followed by the rest, or untouched (empty or encoded).
+pub struct ReadBody(Read);
+
+enum Read {
+    /// Empty, or encoded (`Content-Encoding`), so never scanned: passed on as it comes.
+    Untouched(ClientBody),
+    /// Too large to rewrite whole: streamed, the part read so far first.
+    Streaming(Prefixed),
+    /// Read whole; the reservation holds its share of the buffer budget until it is sent.
+    Whole { raw: Bytes, trailers: Option<HeaderMap>, reservation: Reservation },
+    /// A copy of a whole body without trailers, for a request made again (it holds its own
+    /// reservation).
+    Copy { raw: Bytes, reservation: Reservation },
+}
+
+impl ReadBody {
+    /// The body as the client sent it, when it was read whole without trailers (an empty
+    /// body is whole). `None` for bodies that stream, are encoded or carry trailers.
+    pub fn whole(&self) -> Option<&Bytes> {
+        static EMPTY: Bytes = Bytes::new();
+        match &self.0 {
+            Read::Untouched(body) if body.is_end_stream() => Some(&EMPTY),
+            Read::Whole { raw, trailers: None, .. } | Read::Copy { raw, .. } => Some(raw),
+            _ => None,
+        }
     }
-    if is_encoded(headers) || super::protocol::is_grpc(headers) {
+
+    /// A second, independent copy of a whole body (see [`ReadBody::whole`]), drawing on the
+    /// budget for itself; `None` when the body is not whole or the budget is spent.
+    pub fn copy(&self, budget: &Arc<BufferBudget>, budget_limit: u64) -> Option<ReadBody> {
+        let raw = self.whole()?.clone();
+        let mut reservation = budget.reservation();
+        reservation.grow(raw.len() as u64, budget_limit).then_some(ReadBody(Read::Copy { raw, reservation }))
+    }
+}
+
+/// Reads a body ahead of substitution: whole when it ends within `max_buffered_body`, else
+/// up to that point (the rest then streams). Bytes read are taken from the shared budget.
+pub async fn read(body: ClientBody, headers: &HeaderMap, limits: &BodyLimits<'_>) -> Result<ReadBody, ProxyError> {
+    if body.is_end_stream() || is_encoded(headers) || super::protocol::is_grpc(headers) {
         // Compressed bytes cannot be scanned; gRPC messages are length-prefixed, so a
         // replaced placeholder would corrupt them. Both stream as they come (a bidi gRPC call
         // sends its next message only after an answer: it must not be held back).
-        return Ok((untouched(body, method, headers), None));
+        return Ok(ReadBody(Read::Untouched(body)));
     }
     let declared = body.size_hint().exact();
     if declared.is_some_and(|n| n > limits.max_buffered) {
-        return Ok((streamed(Prefixed::new(Buffered::default(), body), method, headers, tokens), None));
+        return Ok(ReadBody(Read::Streaming(Prefixed::new(Buffered::default(), body))));
     }
 
     // Read up to the limit: if the body ends within it, rewrite it whole. Chunks are joined
@@ -105,17 +137,51 @@ pub async fn substituted(
                         // Too big to rewrite whole: stream it, the part read so far first.
                         // The reservation goes with the prefix until it has been sent.
                         read.reservation = Some(reservation);
-                        return Ok((streamed(Prefixed::new(read, body), method, headers, tokens), None));
+                        return Ok(ReadBody(Read::Streaming(Prefixed::new(read, body))));
                     }
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
             },
         }
     }
-    let whole = read.take_all();
-    let replay = Replayable { raw: whole.clone(), trailers: trailers.clone() };
-    let body = rewrite_whole(whole, trailers, headers, tokens, reservation)?;
-    Ok((body, Some(replay)))
+    Ok(ReadBody(Read::Whole { raw: read.take_all(), trailers, reservation }))
+}
+
+/// Prepares a routed request's body, substituting placeholders with `tokens`. Adjusts
+/// Content-Length / Transfer-Encoding in `headers` to match what will be sent.
+///
+/// Also returns the body as the client sent it when it was read whole (or was empty), so the
+/// request can be sent again with a renewed token ([`replay`]); a streamed body cannot.
+pub async fn substituted(
+    body: RequestBody,
+    method: &Method,
+    headers: &mut HeaderMap,
+    tokens: Arc<dyn Resolve>,
+    limits: BodyLimits<'_>,
+) -> Result<(ProxyBody, Option<Replayable>), ProxyError> {
+    let ReadBody(read) = match body {
+        RequestBody::Client(body) => read(body, headers, &limits).await?,
+        RequestBody::Read(read) => read,
+    };
+    match read {
+        Read::Untouched(body) => {
+            let replay = body.is_end_stream().then(|| Replayable { raw: Bytes::new(), trailers: None });
+            Ok((untouched(body, method, headers), replay))
+        }
+        Read::Streaming(prefixed) => Ok((streamed(prefixed, method, headers, tokens), None)),
+        Read::Whole { raw, trailers, reservation } => {
+            let replay = Replayable { raw: raw.clone(), trailers: trailers.clone() };
+            Ok((rewrite_whole(raw, trailers, headers, tokens, reservation)?, Some(replay)))
+        }
+        Read::Copy { raw, .. } if raw.is_empty() => {
+            let empty = http_body_util::Empty::new().map_err(|never| -> BoxError { match never {} }).boxed_unsync();
+            Ok((empty, Some(Replayable { raw, trailers: None })))
+        }
+        Read::Copy { raw, reservation } => {
+            let replay = Replayable { raw: raw.clone(), trailers: None };
+            Ok((rewrite_whole(raw, None, headers, tokens, reservation)?, Some(replay)))
+        }
+    }
 }
 
 /// A request body as the client sent it, kept (shared, not copied) for one replay.

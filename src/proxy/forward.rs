@@ -11,7 +11,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::{self, BodyLimits};
+use super::body::{self, BodyLimits, RequestBody};
 use super::budget::BufferBudget;
 use super::headers::strip_hop_by_hop;
 use super::path;
@@ -21,6 +21,7 @@ use super::timed::TimedBody;
 use super::upgrade::{self, Upgrade};
 use super::upstream::Protocol;
 use super::{BoxError, ProxyBody};
+use crate::cache::{self, Fetched, Lookup};
 use crate::config::Unmatched;
 use crate::error::ProxyError;
 use crate::policy::callers::{Caller, Listener, Peer};
@@ -137,7 +138,7 @@ async fn run(
         let uri = upstream_uri(&target, target.scheme, None)?;
         prepare_headers(&mut parts.headers, &target, upgrade.as_ref());
         let protocol = upstream_protocol(&parts.headers, upgrade.is_some(), false);
-        let body = counted(body::untouched(body, &parts.method, &mut parts.headers), seen);
+        let body = counted(body::untouched(body, &parts.method, &mut parts.headers), Some(seen));
         let response = send(snapshot, parts, uri, body, &target, 0, protocol).await?;
         let response = upgrade::finish(upgrade, response, "none", settings.idle_timeout, target.authority.as_str())?;
         return Ok(timed_response(response, settings.body_timeout));
@@ -146,15 +147,71 @@ async fn run(
     let compiled = &snapshot.compiled[route];
     path::check_routed(&compiled.path_prefix, &path_view).map_err(ProxyError::PathNotNormalised)?;
     snapshot.policy.admit_route(route, &compiled.name, caller.as_deref())?;
-    let route_policy = snapshot.policy.routes.get(route);
-    let network_set = route_policy.map_or(0, |p| p.network_set);
-    let positions = route_policy.and_then(|p| p.positions.as_ref());
     let path_and_query: std::borrow::Cow<'_, str> = match (&path_view, target.path_and_query.query()) {
         (std::borrow::Cow::Borrowed(_), _) => std::borrow::Cow::Borrowed(target.path_and_query.as_str()),
         (std::borrow::Cow::Owned(path), None) => std::borrow::Cow::Borrowed(path.as_str()),
         (std::borrow::Cow::Owned(path), Some(query)) => std::borrow::Cow::Owned(format!("{path}?{query}")),
     };
 
+    // Cache phase: a stored answer is served here, after the policy admitted the request and
+    // before any token is loaded. An upgrade is never answered from the cache.
+    let limits =
+        BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
+    let (body, ticket) = if upgrade.is_some() {
+        (RequestBody::Client(body), None)
+    } else {
+        match cache::lookup(snapshot, route, &target, &path_and_query, &mut parts, body, &limits).await? {
+            Lookup::Answer(response, refresh) => {
+                if let Some(refresh) = refresh {
+                    let outbound = Outbound {
+                        route,
+                        target: target.clone(),
+                        path_and_query: path_and_query.to_string(),
+                        upgrade: None,
+                    };
+                    refresh_in_background(snapshot, budget, outbound, refresh);
+                }
+                return Ok(response);
+            }
+            Lookup::Fetch(body, ticket) => (body, ticket),
+        }
+    };
+    let path_and_query = path_and_query.into_owned();
+    let outbound = Outbound { route, target, path_and_query, upgrade };
+    let fetched = fetch(snapshot, budget, outbound, parts, body, Some(seen)).await;
+    match ticket {
+        Some(ticket) => ticket.settle(fetched),
+        None => fetched.map(|f| f.response),
+    }
+}
+
+/// Where a routed request goes, as decided before its upstream part.
+struct Outbound {
+    route: usize,
+    target: Target,
+    /// The path (normalised for matching) and query as the client sent them.
+    path_and_query: String,
+    /// The protocol upgrade the client asked for, carried through when the upstream agrees.
+    upgrade: Option<Upgrade>,
+}
+
+/// The upstream part of a routed request: substitute, send (and once more after a 401 that
+/// renewed its exchanged token), then bound and redact the response. `seen` collects what
+/// the audit line records (absent for a background cache refresh).
+async fn fetch(
+    snapshot: &Arc<Snapshot>,
+    budget: &Arc<BufferBudget>,
+    outbound: Outbound,
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    mut seen: Option<&mut Seen>,
+) -> Result<Fetched, ProxyError> {
+    let Outbound { route, target, path_and_query, upgrade } = outbound;
+    let settings = &snapshot.config.proxy;
+    let compiled = &snapshot.compiled[route];
+    let route_policy = snapshot.policy.routes.get(route);
+    let network_set = route_policy.map_or(0, |p| p.network_set);
+    let positions = route_policy.and_then(|p| p.positions.as_ref());
     prepare_headers(&mut parts.headers, &target, upgrade.as_ref());
     let protocol = upstream_protocol(&parts.headers, upgrade.is_some(), compiled.upstream_http2);
     for (name, template) in &compiled.set_headers {
@@ -171,18 +228,20 @@ async fn run(
     let head = Head { snapshot, compiled, target: &target, path_and_query: &path_and_query };
 
     let mut tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
-    if let Some(entry) = &mut seen.audit {
+    if let Some(entry) = seen.as_deref_mut().and_then(|s| s.audit.as_mut()) {
         entry.tokens = Some(Arc::clone(&tokens));
     }
     // Each part of the request is substituted by the route's `substitute_in` rule for it.
     let resolvers = RequestResolvers::new(Arc::clone(&tokens) as Arc<dyn Resolve>, positions, &parts.headers);
-    seen.explainer = resolvers.explainer();
+    if let Some(seen) = seen.as_deref_mut() {
+        seen.explainer = resolvers.explainer();
+    }
     let uri = head.substitute(&mut parts.headers, &resolvers)?;
     let limits =
         BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
     let (body, replayable) =
         body::substituted(body, &parts.method, &mut parts.headers, resolvers.body(), limits).await?;
-    let body = counted(body, seen);
+    let body = counted(body, seen.as_deref());
     // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
     tokens.check_fresh(SystemTime::now())?;
     let mut response = send(snapshot, parts, uri, body, &target, network_set, protocol).await?;
@@ -192,7 +251,7 @@ async fn run(
             if renew_rejected(&tokens).await {
                 drop(response);
                 tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
-                if let Some(entry) = &mut seen.audit {
+                if let Some(entry) = seen.as_deref_mut().and_then(|s| s.audit.as_mut()) {
                     entry.tokens = Some(Arc::clone(&tokens));
                 }
                 let (mut parts, ()) = Request::new(()).into_parts();
@@ -208,7 +267,7 @@ async fn run(
                     budget,
                     settings.max_buffered_total,
                 )?;
-                let body = counted(body, seen);
+                let body = counted(body, seen.as_deref());
                 tokens.check_fresh(SystemTime::now())?;
                 response = send(snapshot, parts, uri, body, &target, network_set, protocol).await?;
             }
@@ -217,10 +276,30 @@ async fn run(
     let response =
         upgrade::finish(upgrade, response, &compiled.name, settings.idle_timeout, target.authority.as_str())?;
     let response = timed_response(response, settings.body_timeout);
-    Ok(match compiled.redact_responses.then(|| tokens.redactions()).flatten() {
+    let response = match compiled.redact_responses.then(|| tokens.redactions()).flatten() {
         Some(redactions) => redact(response, Arc::new(redactions)),
         None => response,
-    })
+    };
+    Ok(Fetched { response, tokens })
+}
+
+/// Repeats a request whose stale answer was served (stale-while-revalidate), so the cache
+/// holds a fresh one for the next; nobody waits for it.
+fn refresh_in_background(
+    snapshot: &Arc<Snapshot>,
+    budget: &Arc<BufferBudget>,
+    outbound: Outbound,
+    refresh: Box<cache::Refresh>,
+) {
+    let (snapshot, budget) = (Arc::clone(snapshot), Arc::clone(budget));
+    tokio::spawn(async move {
+        let max_body = refresh.max_body();
+        let cache::Refresh { parts, body, ticket } = *refresh;
+        let fetched = fetch(&snapshot, &budget, outbound, parts, body, None).await;
+        if let Ok(response) = ticket.settle(fetched) {
+            cache::drain(response, max_body).await;
+        }
+    });
 }
 
 /// Renews every exchanged token a rejected request carried (one exchange however many
@@ -338,8 +417,8 @@ fn listener_of(entry: &Entry) -> Listener {
 }
 
 /// The request body, counted for the audit line when there is one.
-fn counted(body: ProxyBody, seen: &Seen) -> ProxyBody {
-    match &seen.audit {
+fn counted(body: ProxyBody, seen: Option<&Seen>) -> ProxyBody {
+    match seen.and_then(|s| s.audit.as_ref()) {
         Some(entry) => audit::count_request(body, &entry.bytes_in),
         None => body,
     }

@@ -4,7 +4,7 @@
 //! the target, match a route, check the host binding, substitute, send upstream, respond,
 //! record. Everything else here supports one of those steps.
 
-mod body;
+pub mod body;
 pub mod budget;
 mod forward;
 mod headers;

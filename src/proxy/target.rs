@@ -69,7 +69,7 @@ pub struct TunnelTarget {
 }
 
 /// The resolved destination of one request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub scheme: Scheme,
     pub authority: Authority,

@@ -72,6 +72,16 @@ impl Redactions {
         }
     }
 
+    /// Whether any of the values occurs in `hay` (counted nowhere: a check, not a redaction).
+    pub fn found_in(&self, hay: &[u8]) -> bool {
+        self.entries.iter().any(|e| e.finder.find(hay).is_some())
+    }
+
+    /// Whether any of the values occurs in a header value.
+    pub fn found_in_headers(&self, headers: &HeaderMap) -> bool {
+        headers.values().any(|v| self.found_in(v.as_bytes()))
+    }
+
     /// The earliest match in `hay[from..]`: (start, entry index); longest value on a tie.
     fn next_match(&self, hay: &[u8], from: usize) -> Option<(usize, usize)> {
         let mut best: Option<(usize, usize)> = None;
@@ -273,6 +283,18 @@ mod tests {
         assert_eq!(run(vec![b"eyJTOKEN.value.si", b"X"]).await, b"eyJTOKEN.value.siX");
         assert_eq!(run(vec![b"sho", b"rtshort"]).await, b"{/s}{/s}");
         assert_eq!(run(vec![b"nothing here"]).await, b"nothing here");
+    }
+
+    #[test]
+    fn values_are_found_without_being_counted() {
+        let r = redactions();
+        assert!(r.found_in(b"x eyJTOKEN.value.sig y") && r.found_in(b"short"));
+        assert!(!r.found_in(b"eyJTOKEN.value.si") && !r.found_in(b""));
+        let mut h = HeaderMap::new();
+        h.insert("x-plain", HeaderValue::from_static("plain"));
+        assert!(!r.found_in_headers(&h));
+        h.insert("x-echo", HeaderValue::from_static("Bearer eyJTOKEN.value.sig"));
+        assert!(r.found_in_headers(&h));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod cache;
 mod config;
 mod encodings;
 mod exchange;

@@ -1,6 +1,7 @@
 //! What every end-to-end test shares, one job per module:
 //!
 //! - [`upstream`]: the recording upstream (plain HTTP and h2c, HTTPS, delayed, gated, echo, raw);
+//! - [`origin`]: a scripted origin (each answer from a closure; held, streamed in two parts);
 //! - [`sidecar`]: the sidecar under test, as a child process or in process;
 //! - [`config`]: config text builders and config folders;
 //! - [`client`]: the hyper client and its reply type, and the command builder every process
@@ -25,6 +26,7 @@ pub mod jwt;
 pub mod keys;
 pub mod logs;
 pub mod metrics;
+pub mod origin;
 pub mod raw;
 pub mod redis;
 pub mod sidecar;

@@ -1,0 +1,511 @@
+//! The function-result cache: per-route stored responses, so an agent's repeated call is
+//! answered without another upstream request (issue 14).
+//!
+//! One phase of the request path ([`lookup`]) runs after the route is matched and its path
+//! checked, before any token is loaded. It answers from the cache, or lets the request go on
+//! with a [`Ticket`] that, once the upstream has answered, may serve a stale entry instead of
+//! a failure and tees a storable response into the cache as it streams to the client.
+//!
+//! - [`key`]: the key, the request as the function sent it (no token value is ever in it);
+//! - [`policy`]: HTTP semantics (what is storable, for how long);
+//! - [`request`]: which requests bypass the cache, and the binding check of every answer;
+//! - [`store`]: the store trait, its entries and the in-process store;
+//! - [`coalesce`]: one upstream request for concurrent misses of one key;
+//! - [`capture`]: the body tee.
+//!
+//! A response that carries a token value the sidecar injected into its request (an echo, an
+//! error page quoting the Authorization header) is never stored, so the cache cannot hand a
+//! live token to a function that did not send the request. Entries live across reloads; a
+//! reload drops those of routes whose definition or tokens changed (see
+//! [`crate::snapshot::Snapshot::build`]).
+
+pub mod admin;
+pub mod capture;
+mod coalesce;
+pub mod key;
+pub mod policy;
+pub mod request;
+pub mod store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use self::capture::{Capture, Completion};
+use self::coalesce::{Coalescer, Join, Leader};
+use self::key::{KeyInput, Keyed};
+use self::policy::{Lifetime, RequestDirectives};
+use self::store::{CacheKey, Entry, Freshness, LocalStore, Purge, Store, Usage};
+use crate::config::{CacheSettings, RouteCacheSettings};
+use crate::error::ProxyError;
+use crate::proxy::body::{self, BodyLimits, ClientBody, RequestBody};
+use crate::proxy::budget::BufferBudget;
+use crate::proxy::target::Target;
+use crate::proxy::ProxyBody;
+use crate::snapshot::{RequestTokens, Snapshot};
+use crate::substitute::{written_forms, Redactions};
+
+/// The response header that says how the cache served a request of a cached route.
+pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-token-sidecar-cache");
+
+/// How the cache took part in one request (`x-token-sidecar-cache`, and the `result` label
+/// of `cache_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered from a fresh entry.
+    Hit = 0,
+    /// Looked up, not found (or not fresh): fetched from the upstream.
+    Miss = 1,
+    /// Answered from a stale entry (while it is refreshed, or because the upstream failed).
+    Stale = 2,
+    /// The cache was not read (see [`request`]); a `no-cache` request's answer is still stored.
+    Bypass = 3,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [Outcome::Hit, Outcome::Miss, Outcome::Stale, Outcome::Bypass];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Stale => "stale",
+            Outcome::Bypass => "bypass",
+        }
+    }
+}
+
+/// The cache all routes share: one store, the misses in flight, and the capture budget.
+pub struct Cache {
+    store: Arc<dyn Store>,
+    flights: Coalescer,
+    /// Response bodies being captured, all together, are held within `max_bytes` too.
+    captures: Arc<BufferBudget>,
+    max_bytes: u64,
+    /// Bumped by every purge: a response fetched before a purge is not stored after it.
+    purges: AtomicU64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("max_bytes", &self.max_bytes).finish()
+    }
+}
+
+impl Cache {
+    pub fn new(settings: &CacheSettings) -> Arc<Cache> {
+        Arc::new(Cache {
+            store: Arc::new(LocalStore::new(settings.max_bytes)),
+            flights: Coalescer::default(),
+            captures: BufferBudget::new(),
+            max_bytes: settings.max_bytes,
+            purges: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether this cache was built for `settings` (a reload keeps it, and its entries).
+    pub fn fits(&self, settings: &CacheSettings) -> bool {
+        self.max_bytes == settings.max_bytes
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Removes the entries `scope` names; returns how many. Responses being fetched while it
+    /// runs are not stored.
+    pub async fn purge(&self, scope: Purge) -> u64 {
+        self.purges.fetch_add(1, Ordering::AcqRel);
+        let removed = self.store.purge(&scope).await;
+        self.purges.fetch_add(1, Ordering::AcqRel);
+        removed
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.store.usage()
+    }
+
+    /// Keys being fetched now, and requests waiting for those fetches.
+    pub fn coalescing(&self) -> (usize, usize) {
+        (self.flights.in_flight(), self.flights.waiting())
+    }
+}
+
+/// Generations identify a route's definition (with its tokens') within this process: a
+/// reload that changes a route gives it a new one, so its older entries are never reached.
+pub fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One cached route, ready for the request path.
+#[derive(Debug)]
+pub struct RouteCache {
+    pub settings: RouteCacheSettings,
+    pub name: Arc<str>,
+    pub generation: u64,
+    /// Headers the route's `set_headers` replace.
+    replaced: Vec<HeaderName>,
+    /// `cache_requests_total{route, result}`, registered once, by [`Outcome`].
+    counters: [metrics::Counter; 4],
+}
+
+impl RouteCache {
+    pub fn new(name: Arc<str>, settings: RouteCacheSettings, generation: u64, replaced: Vec<HeaderName>) -> RouteCache {
+        let counters = Outcome::ALL
+            .map(|o| metrics::counter!("cache_requests_total", "route" => Arc::clone(&name), "result" => o.label()));
+        RouteCache { settings, name, generation, replaced, counters }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.counters[outcome as usize].increment(1);
+    }
+}
+
+/// What the cache phase decided.
+pub enum Lookup {
+    /// Answer with this response; when a [`Refresh`] comes with it, fetch that in the
+    /// background to renew the stale entry served.
+    Answer(Response<ProxyBody>, Option<Box<Refresh>>),
+    /// Go upstream with `body`; settle the result with the ticket, if the route is cached.
+    Fetch(RequestBody, Option<Ticket>),
+}
+
+/// A request to repeat in the background (stale-while-revalidate): its head as the function
+/// sent it, a copy of its body, and the ticket that stores the answer.
+pub struct Refresh {
+    pub parts: Parts,
+    pub body: RequestBody,
+    pub ticket: Ticket,
+}
+
+impl Refresh {
+    /// The most of the answer worth reading: past it, nothing is stored.
+    pub fn max_body(&self) -> u64 {
+        self.ticket.route.settings.max_body
+    }
+}
+
+/// The upstream's answer to a fetched request, with the tokens it carried (a response that
+/// contains one of their values is not stored).
+pub struct Fetched {
+    pub response: Response<ProxyBody>,
+    pub tokens: Arc<RequestTokens>,
+}
+
+/// The cache phase: answers from the cache or says how to go on. Runs before any token is
+/// loaded; on the way it may read the body ahead (for a POST key), and it asks cached
+/// upstreams for unencoded answers (`Accept-Encoding: identity`) so they can be checked.
+pub async fn lookup(
+    snapshot: &Arc<Snapshot>,
+    route: usize,
+    target: &Target,
+    path_and_query: &str,
+    parts: &mut Parts,
+    body: ClientBody,
+    limits: &BodyLimits<'_>,
+) -> Result<Lookup, ProxyError> {
+    let Some((compiled, rc)) = snapshot.compiled.get(route).and_then(|c| Some((c, c.cache.as_ref()?))) else {
+        return Ok(Lookup::Fetch(RequestBody::Client(body), None));
+    };
+    let cache = &snapshot.cache;
+    let asks = RequestDirectives::of(&parts.headers);
+    if let Some(reason) = request::bypass(rc, compiled, parts, &asks) {
+        tracing::debug!(route = &*rc.name, ?reason, "cache bypassed");
+        return Ok(Lookup::Fetch(RequestBody::Client(body), Some(Ticket::new(cache, rc, Outcome::Bypass))));
+    }
+    let read = body::read(body, &parts.headers, limits).await?;
+    let Some(raw_body) = read.whole().cloned() else {
+        tracing::debug!(route = &*rc.name, reason = ?request::Bypass::Body, "cache bypassed");
+        return Ok(Lookup::Fetch(RequestBody::Read(read), Some(Ticket::new(cache, rc, Outcome::Bypass))));
+    };
+    let keyed = key::key(&KeyInput {
+        generation: rc.generation,
+        method: &parts.method,
+        target,
+        path_and_query,
+        headers: &parts.headers,
+        vary: &rc.settings.vary,
+        replaced: &rc.replaced,
+        body: &raw_body,
+    });
+    // The answer is checked so the upstream cannot hide an injected token in an encoding.
+    parts.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    let purges = cache.purges.load(Ordering::Acquire);
+    let head = parts.method == Method::HEAD;
+    if asks.no_cache {
+        let ticket = Ticket::new(cache, rc, Outcome::Bypass).storing(keyed, None, purges);
+        return Ok(Lookup::Fetch(RequestBody::Read(read), Some(ticket)));
+    }
+
+    let answer = |entry: &Entry, outcome: Outcome| -> Result<Response<ProxyBody>, ProxyError> {
+        request::check_binding(snapshot, route, path_and_query, &parts.headers, &raw_body)?;
+        rc.count(outcome);
+        Ok(respond(entry, outcome, SystemTime::now(), head))
+    };
+    let found = cache.store.get(&keyed.key).await;
+    let mut stale = None;
+    if let Some(entry) = found {
+        let fresh_enough = asks.max_age.is_none_or(|max| entry.age(SystemTime::now()) <= max);
+        match entry.freshness(SystemTime::now()) {
+            Freshness::Fresh if fresh_enough => return Ok(Lookup::Answer(answer(&entry, Outcome::Hit)?, None)),
+            Freshness::StaleWhileRevalidate if asks.max_age.is_none() => {
+                let response = answer(&entry, Outcome::Stale)?;
+                // One refresh per key at a time; other stale answers meanwhile start none.
+                let refresh = cache.flights.try_lead(keyed.key).and_then(|leader| {
+                    let body = read.copy(limits.budget, limits.budget_limit)?;
+                    let mut ticket = Ticket::new(cache, rc, Outcome::Miss).storing(keyed, Some(leader), purges);
+                    ticket.background = true;
+                    Some(Box::new(Refresh { parts: copy_head(parts), body: RequestBody::Read(body), ticket }))
+                });
+                return Ok(Lookup::Answer(response, refresh));
+            }
+            Freshness::Expired => {}
+            _ => stale = Some(entry),
+        }
+    }
+
+    let leader = match cache.flights.join(keyed.key) {
+        Join::Leader(leader) => Some(leader),
+        Join::Follower(follower) => {
+            let wait = snapshot.config.cache.coalesce_wait;
+            if follower.wait(wait).await {
+                if let Some(entry) = cache.store.get(&keyed.key).await {
+                    if entry.freshness(SystemTime::now()) == Freshness::Fresh {
+                        return Ok(Lookup::Answer(answer(&entry, Outcome::Hit)?, None));
+                    }
+                }
+            }
+            // The first request's answer was not stored, or took too long: go upstream too.
+            None
+        }
+    };
+    let mut ticket = Ticket::new(cache, rc, Outcome::Miss).storing(keyed, leader, purges);
+    ticket.stale = stale;
+    Ok(Lookup::Fetch(RequestBody::Read(read), Some(ticket)))
+}
+
+/// A request head as the function sent it, for a background refresh (extensions dropped).
+fn copy_head(parts: &Parts) -> Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy
+}
+
+/// A response built from an entry: its status, headers and shared body, with `Age` and
+/// `x-token-sidecar-cache`.
+fn respond(entry: &Entry, outcome: Outcome, now: SystemTime, head: bool) -> Response<ProxyBody> {
+    let body = Full::new(entry.body.clone()).map_err(|never| match never {}).boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = entry.status;
+    let headers = response.headers_mut();
+    *headers = entry.headers.clone();
+    if !head && !matches!(entry.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+    }
+    headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
+    headers.insert(CACHE_HEADER, HeaderValue::from_static(outcome.label()));
+    response
+}
+
+/// What the cache does once a fetched request has its answer.
+pub struct Ticket {
+    cache: Arc<Cache>,
+    route: Arc<RouteCache>,
+    outcome: Outcome,
+    storing: Option<Storing>,
+    /// An entry past its freshness that may stand in for a failed upstream.
+    stale: Option<Arc<Entry>>,
+    /// A background refresh: its client was already answered (and counted).
+    background: bool,
+}
+
+struct Storing {
+    keyed: Keyed,
+    /// Held until the answer is stored or found unstorable: coalesced misses wait on it.
+    leader: Option<Leader>,
+    /// The purge count when the request was looked up.
+    purges: u64,
+}
+
+impl Ticket {
+    fn new(cache: &Arc<Cache>, route: &Arc<RouteCache>, outcome: Outcome) -> Ticket {
+        Ticket {
+            cache: Arc::clone(cache),
+            route: Arc::clone(route),
+            outcome,
+            storing: None,
+            stale: None,
+            background: false,
+        }
+    }
+
+    fn storing(mut self, keyed: Keyed, leader: Option<Leader>, purges: u64) -> Ticket {
+        self.storing = Some(Storing { keyed, leader, purges });
+        self
+    }
+
+    /// The client's response: the upstream's (teed into the cache when storable), or a stale
+    /// entry when the upstream failed within `stale_if_error`.
+    pub fn settle(self, fetched: Result<Fetched, ProxyError>) -> Result<Response<ProxyBody>, ProxyError> {
+        let now = SystemTime::now();
+        let failed = match &fetched {
+            Err(e) => is_upstream_failure(e),
+            Ok(f) => matches!(f.response.status().as_u16(), 500 | 502 | 503 | 504),
+        };
+        if failed {
+            if let Some(stale) = self.stale.as_ref().filter(|e| e.freshness(now) != Freshness::Expired) {
+                self.route.count(Outcome::Stale);
+                return Ok(respond(stale, Outcome::Stale, now, false));
+            }
+        }
+        if !self.background {
+            self.route.count(self.outcome);
+        }
+        let Fetched { response, tokens } = fetched?;
+        let (mut parts, body) = response.into_parts();
+        let body = match self.storing {
+            Some(storing) => store_on_the_way(&self.cache, &self.route, storing, &mut parts, body, &tokens, now),
+            None => body,
+        };
+        parts.headers.insert(CACHE_HEADER, HeaderValue::from_static(self.outcome.label()));
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Failures a stale entry may stand in for: the upstream unreachable, timing out or
+/// breaking, and a token that cannot be had (the identity provider down).
+fn is_upstream_failure(e: &ProxyError) -> bool {
+    matches!(
+        e,
+        ProxyError::UpstreamUnreachable(_)
+            | ProxyError::UpstreamTls { .. }
+            | ProxyError::UpstreamFailed(_)
+            | ProxyError::UpstreamTimeout(_)
+    ) || e.code() == "token_unavailable"
+}
+
+/// Wraps a storable response's body so it is stored once it has streamed whole; returns the
+/// body unchanged (and releases coalesced misses) when it may not be stored.
+fn store_on_the_way(
+    cache: &Arc<Cache>,
+    route: &Arc<RouteCache>,
+    storing: Storing,
+    parts: &mut http::response::Parts,
+    body: ProxyBody,
+    tokens: &RequestTokens,
+    now: SystemTime,
+) -> ProxyBody {
+    let settings = &route.settings;
+    let decision = policy::storable(parts.status, &parts.headers, settings, now, |name| {
+        storing.keyed.covers(name, &route.replaced)
+    });
+    let lifetime = match decision {
+        Ok(lifetime) => lifetime,
+        Err(reason) => {
+            tracing::debug!(route = &*route.name, status = parts.status.as_u16(), ?reason, "response not stored");
+            return body;
+        }
+    };
+    let mut headers = parts.headers.clone();
+    headers.remove(header::AGE);
+    headers.remove(CACHE_HEADER);
+    let completion = Storage {
+        cache: Arc::clone(cache),
+        route: Arc::clone(route),
+        key: storing.keyed.key,
+        status: parts.status,
+        headers,
+        stored_at: now,
+        lifetime,
+        injected: injected_values(tokens),
+        purges: storing.purges,
+        _leader: storing.leader,
+    };
+    let reservation = cache.captures.reservation();
+    capture::capture(body, Capture::new(settings.max_body, reservation, cache.max_bytes, Box::new(completion)))
+}
+
+/// The values the sidecar wrote into the request, in every form it writes them (as they are,
+/// percent-encoded, JSON-escaped), for the check that keeps them out of the cache.
+fn injected_values(tokens: &RequestTokens) -> Option<Redactions> {
+    let mut values: Vec<Bytes> = Vec::new();
+    for value in tokens.injected() {
+        for form in written_forms(&value) {
+            if !values.contains(&form) {
+                values.push(form);
+            }
+        }
+    }
+    Redactions::new(values.into_iter().map(|v| (v, String::new(), metrics::Counter::noop())))
+}
+
+/// Stores a response whose body was captured whole.
+struct Storage {
+    cache: Arc<Cache>,
+    route: Arc<RouteCache>,
+    key: CacheKey,
+    status: StatusCode,
+    headers: http::HeaderMap,
+    stored_at: SystemTime,
+    lifetime: Lifetime,
+    injected: Option<Redactions>,
+    purges: u64,
+    /// Released (dropped) after the insert, so coalesced misses find the entry.
+    _leader: Option<Leader>,
+}
+
+impl Completion for Storage {
+    fn complete(self: Box<Self>, body: Bytes) {
+        let name = &*self.route.name;
+        if let Some(injected) = &self.injected {
+            if injected.found_in_headers(&self.headers) || injected.found_in(&body) {
+                tracing::debug!(route = name, "response not stored: it carries a token value the sidecar injected");
+                return;
+            }
+        }
+        if self.cache.purges.load(Ordering::Acquire) != self.purges {
+            tracing::debug!(route = name, "response not stored: the cache was purged while it was fetched");
+            return;
+        }
+        let settings = &self.route.settings;
+        let (swr, sie) = match self.lifetime.may_serve_stale {
+            true => (settings.stale_while_revalidate, settings.stale_if_error),
+            false => Default::default(),
+        };
+        let entry = Entry {
+            route: Arc::clone(&self.route.name),
+            status: self.status,
+            headers: self.headers,
+            body,
+            stored_at: self.stored_at,
+            initial_age: self.lifetime.initial_age,
+            fresh_for: self.lifetime.fresh_for,
+            stale_while_revalidate: swr,
+            stale_if_error: sie,
+        };
+        self.cache.store.insert(self.key, Arc::new(entry));
+    }
+}
+
+/// Reads a background refresh's response to its end, so the capture completes; a body past
+/// `max_body` cannot be stored, so reading stops there.
+pub async fn drain(response: Response<ProxyBody>, max_body: u64) {
+    let mut body = response.into_body();
+    let mut read = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if read > max_body {
+            return;
+        }
+    }
+}
