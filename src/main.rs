@@ -17,7 +17,9 @@ fn main() -> ExitCode {
         }
         Command::Check => check(&cli),
         Command::Sign { name } => sign(&cli, name),
-        Command::Keygen { alg, bits, out, name, kid } => keygen(alg, *bits, out, name, kid.as_deref()),
+        Command::Keygen { alg, bits, crv, out, name, kid } => {
+            keygen(alg, *bits, crv.as_deref(), out, name, kid.as_deref())
+        }
         Command::Ca(CaCommand::Init { out }) => ca_init(out),
         Command::Ca(CaCommand::Export) => ca_export(&cli),
     }
@@ -101,12 +103,40 @@ fn sign(cli: &Cli, name: &str) -> ExitCode {
     }
 }
 
-fn keygen(alg: &str, bits: Option<usize>, out: &std::path::Path, name: &str, kid: Option<&str>) -> ExitCode {
-    let Some(alg) = parse_algorithm(alg) else {
-        eprintln!("unknown algorithm {alg:?} (expected one of {})", algorithm_names());
-        return ExitCode::FAILURE;
+fn keygen(
+    alg: &str,
+    bits: Option<usize>,
+    crv: Option<&str>,
+    out: &std::path::Path,
+    name: &str,
+    kid: Option<&str>,
+) -> ExitCode {
+    use token_sidecar::tokens::jwe::key_management::{EcdhCurve, KeyAlgorithm, KEY_ALGORITHMS};
+    let generated = match (parse_algorithm(alg), KeyAlgorithm::parse(alg)) {
+        (Some(alg), _) if crv.is_none() => token_sidecar::keygen::generate(alg, bits, out, name, kid),
+        (Some(_), _) => Err(token_sidecar::keygen::KeygenError::Curve),
+        (None, Some(alg)) => {
+            let curve = match crv.map(|c| EcdhCurve::from_name(c).ok_or(c)) {
+                Some(Err(c)) => {
+                    eprintln!("unknown curve {c:?} (expected P-256, P-384, P-521 or X25519)");
+                    return ExitCode::FAILURE;
+                }
+                Some(Ok(c)) => Some(c),
+                None => None,
+            };
+            token_sidecar::keygen::generate_recipient(alg, curve, bits, out, name, kid)
+        }
+        (None, None) => {
+            let encryption: Vec<&str> = KEY_ALGORITHMS.iter().map(|(n, _)| *n).filter(|n| *n != "dir").collect();
+            eprintln!(
+                "unknown algorithm {alg:?} (expected one of {}; for encrypted tokens {})",
+                algorithm_names(),
+                encryption.join(", ")
+            );
+            return ExitCode::FAILURE;
+        }
     };
-    match token_sidecar::keygen::generate(alg, bits, out, name, kid) {
+    match generated {
         Ok(generated) => {
             for f in &generated.files {
                 eprintln!("wrote {}", f.display());

@@ -69,7 +69,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
         }
         let ctx = tokens::BuildContext { name, key_path: &key_path, base_dir: &base_dir };
         if let Some(def) = tokens::TokenDefinition::build(&ctx, raw_token, &mut c) {
-            watched_files.extend(def.key_file().map(Path::to_path_buf));
+            watched_files.extend(def.watched_files().map(Path::to_path_buf));
             tokens.insert(name.clone(), def);
         }
     }
