@@ -57,6 +57,11 @@ pub enum ProxyError {
     Overloaded,
     #[error("the client paused sending the request body for longer than [proxy] body_timeout ({0:?})")]
     BodyTimeout(std::time::Duration),
+    #[error(
+        "the request carries a token that signs a hash of the body (body_sha256), so the body is read whole \
+         before the headers are sent; this body is larger than [proxy] max_buffered_body ({0} bytes) or streams"
+    )]
+    BodyTooLargeToSign(u64),
 }
 
 impl ProxyError {
@@ -68,6 +73,8 @@ impl ProxyError {
             ProxyError::Refused(r) => match r.kind {
                 RefusalKind::NotBound => "placeholder_not_allowed",
                 RefusalKind::Unavailable => "token_unavailable",
+                RefusalKind::Misplaced => "per_request_token_misplaced",
+                RefusalKind::Unsignable => "request_not_signable",
             },
             ProxyError::UnmatchedDenied(_) => "unmatched_denied",
             ProxyError::InterceptionDisabled(_) => "interception_disabled",
@@ -85,6 +92,7 @@ impl ProxyError {
             ProxyError::UriTooLong(_) => "uri_too_long",
             ProxyError::Overloaded => "overloaded",
             ProxyError::BodyTimeout(_) => "body_timeout",
+            ProxyError::BodyTooLargeToSign(_) => "body_too_large_to_sign",
         }
     }
 
@@ -101,9 +109,11 @@ impl ProxyError {
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BodyTooLargeToSign(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Refused(r) => match r.kind {
                 RefusalKind::NotBound => StatusCode::FORBIDDEN,
                 RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                RefusalKind::Misplaced | RefusalKind::Unsignable => StatusCode::BAD_REQUEST,
             },
             ProxyError::UnmatchedDenied(_) | ProxyError::InterceptionDisabled(_) => StatusCode::FORBIDDEN,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,

@@ -133,6 +133,9 @@ pub fn generate_recipient(
     if curve.is_some() && kind != RecipientKind::Ecdh {
         return Err(KeygenError::Curve);
     }
+    if kind == RecipientKind::Shared(None) {
+        return Err(KeygenError::Dir);
+    }
     std::fs::create_dir_all(dir).map_err(|source| KeygenError::Write { path: dir.to_path_buf(), source })?;
     let kid_line = kid.map(|k| format!("kid = {}\n", toml_string(k))).unwrap_or_default();
     let table = toml_table_key(name);
@@ -164,7 +167,7 @@ pub fn generate_recipient(
             let curve = curve.unwrap_or(EcdhCurve::P256);
             let private =
                 aws_lc_rs::agreement::PrivateKey::generate(curve.agreement()).map_err(|_| KeygenError::Crypto)?;
-            let pkcs8: Pkcs8V1Der<'static> = private.as_der().map_err(|_| KeygenError::Crypto)?;
+            let pkcs8 = agreement_pkcs8(curve, &private)?;
             let public = private.compute_public_key().map_err(|_| KeygenError::Crypto)?;
             let spki: PublicKeyX509Der<'static> = public.as_der().map_err(|_| KeygenError::Crypto)?;
             let point = public.as_ref();
@@ -179,7 +182,7 @@ pub fn generate_recipient(
                 jwk.insert("x".into(), base64url(&point[1..=n]).into());
                 jwk.insert("y".into(), base64url(&point[1 + n..]).into());
             }
-            (pkcs8.as_ref().to_vec(), spki.as_ref().to_vec())
+            (pkcs8, spki.as_ref().to_vec())
         }
     };
     if let Some(kid) = kid {
@@ -196,6 +199,24 @@ pub fn generate_recipient(
         ),
         files: vec![key_path, pub_path, jwk_path],
     })
+}
+
+/// An agreement key as PKCS#8 v1. aws-lc-rs writes EC keys itself but not X25519 ones, whose
+/// PKCS#8 form (RFC 8410) is a fixed prefix and the 32-byte private key.
+fn agreement_pkcs8(curve: EcdhCurve, key: &aws_lc_rs::agreement::PrivateKey) -> Result<Vec<u8>, KeygenError> {
+    use aws_lc_rs::encoding::{AsBigEndian, Curve25519SeedBin};
+    if curve != EcdhCurve::X25519 {
+        let der: Pkcs8V1Der<'static> = key.as_der().map_err(|_| KeygenError::Crypto)?;
+        return Ok(der.as_ref().to_vec());
+    }
+    // SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.110 }, OCTET STRING { OCTET STRING (32) } }
+    const PREFIX: [u8; 16] =
+        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20];
+    let seed: Curve25519SeedBin<'static> = key.as_be_bytes().map_err(|_| KeygenError::Crypto)?;
+    if seed.as_ref().len() != 32 {
+        return Err(KeygenError::Crypto);
+    }
+    Ok([&PREFIX[..], seed.as_ref()].concat())
 }
 
 /// A new RSA key: PKCS#8, SubjectPublicKeyInfo, and the modulus and exponent.

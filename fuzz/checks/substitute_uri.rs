@@ -93,6 +93,7 @@ fn reference(input: &str, resolver: &dyn Resolve) -> Result<String, Refused> {
                 Resolution::Unavailable => {
                     return Err(Refused { name: name.to_owned(), kind: RefusalKind::Unavailable });
                 }
+                Resolution::Refused(kind) => return Err(Refused { name: name.to_owned(), kind }),
             }
         }
         out.push(bytes[i]);

@@ -27,6 +27,7 @@ use crate::substitute::{substitute_header_map, BodySubstituter, Resolve, Substit
 pub type ClientBody = TimedBody<hyper::body::Incoming>;
 
 /// Limits that shape how one request body is handled.
+#[derive(Clone, Copy)]
 pub struct BodyLimits<'a> {
     /// Bodies up to this size are buffered and rewritten whole.
     pub max_buffered: u64,
@@ -75,14 +76,30 @@ pub async fn substituted(
     if is_encoded(headers) {
         return Ok((untouched(body, method, headers), None));
     }
+    match read_whole(body, limits).await? {
+        Read::TooLarge(prefixed) => Ok((streamed(prefixed, method, headers, tokens), None)),
+        Read::Whole { bytes, trailers, reservation } => {
+            let replay = Replayable { raw: bytes.clone(), trailers: trailers.clone() };
+            let body = rewrite_whole(bytes, trailers, headers, tokens, reservation, None)?;
+            Ok((body, Some(replay)))
+        }
+    }
+}
+
+/// A body read up to `max_buffered`: whole, or too large (the part read so far first).
+enum Read {
+    Whole { bytes: Bytes, trailers: Option<HeaderMap>, reservation: Reservation },
+    TooLarge(Prefixed),
+}
+
+/// Reads up to the limit: if the body ends within it, it is returned whole. Chunks are joined
+/// as they arrive, so a body of a million one-byte chunks costs its bytes, not a million
+/// frames.
+async fn read_whole(body: ClientBody, limits: BodyLimits<'_>) -> Result<Read, ProxyError> {
     let declared = body.size_hint().exact();
     if declared.is_some_and(|n| n > limits.max_buffered) {
-        return Ok((streamed(Prefixed::new(Buffered::default(), body), method, headers, tokens), None));
+        return Ok(Read::TooLarge(Prefixed::new(Buffered::default(), body)));
     }
-
-    // Read up to the limit: if the body ends within it, rewrite it whole. Chunks are joined
-    // as they arrive, so a body of a million one-byte chunks costs its bytes, not a million
-    // frames.
     let mut body = body;
     let mut read = Buffered::default();
     let mut reservation = limits.budget.reservation();
@@ -102,17 +119,81 @@ pub async fn substituted(
                         // Too big to rewrite whole: stream it, the part read so far first.
                         // The reservation goes with the prefix until it has been sent.
                         read.reservation = Some(reservation);
-                        return Ok((streamed(Prefixed::new(read, body), method, headers, tokens), None));
+                        return Ok(Read::TooLarge(Prefixed::new(read, body)));
                     }
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
             },
         }
     }
-    let whole = read.take_all();
-    let replay = Replayable { raw: whole.clone(), trailers: trailers.clone() };
-    let body = rewrite_whole(whole, trailers, headers, tokens, reservation)?;
-    Ok((body, Some(replay)))
+    Ok(Read::Whole { bytes: read.take_all(), trailers, reservation })
+}
+
+/// A routed request's body before its headers are filled in: not read yet, or (for a token
+/// that signs its hash) already read and substituted.
+pub enum Pending {
+    Unread(ClientBody),
+    Ready(ProxyBody, Option<Replayable>),
+}
+
+/// Reads the body first when the request's headers write a token that signs it
+/// ([`read_for_signing`]); otherwise leaves it for [`finish`].
+pub async fn read_first_if_signed(
+    body: ClientBody,
+    headers: &mut HeaderMap,
+    tokens: &Arc<dyn Resolve>,
+    limits: BodyLimits<'_>,
+    signing: &crate::snapshot::RequestTokens,
+) -> Result<Pending, ProxyError> {
+    if !signing.needs_body(headers) {
+        return Ok(Pending::Unread(body));
+    }
+    let (body, replay) = read_for_signing(body, headers, Arc::clone(tokens), limits, signing).await?;
+    Ok(Pending::Ready(body, replay))
+}
+
+/// The body to send: substituted now ([`substituted`]) unless it already was.
+pub async fn finish(
+    pending: Pending,
+    method: &Method,
+    headers: &mut HeaderMap,
+    tokens: Arc<dyn Resolve>,
+    limits: BodyLimits<'_>,
+) -> Result<(ProxyBody, Option<Replayable>), ProxyError> {
+    match pending {
+        Pending::Unread(body) => substituted(body, method, headers, tokens, limits).await,
+        Pending::Ready(body, replay) => Ok((body, replay)),
+    }
+}
+
+/// Reads a routed request's body whole and substitutes it before its headers, for a token
+/// that signs the body's hash (`body_sha256`): the hash of the body as it will be sent is
+/// handed to `signing` before the headers are filled in. A compressed body is hashed as it
+/// is (it is not rewritten). A body larger than `max_buffered` cannot be hashed before it is
+/// sent: 413 `body_too_large_to_sign`. Such a request is not replayed after a 401.
+async fn read_for_signing(
+    body: ClientBody,
+    headers: &mut HeaderMap,
+    tokens: Arc<dyn Resolve>,
+    limits: BodyLimits<'_>,
+    signing: &crate::snapshot::RequestTokens,
+) -> Result<(ProxyBody, Option<Replayable>), ProxyError> {
+    let Read::Whole { bytes, trailers, reservation } = read_whole(body, limits).await? else {
+        return Err(ProxyError::BodyTooLargeToSign(limits.max_buffered));
+    };
+    let mut digest = [0u8; 32];
+    let body = if is_encoded(headers) {
+        let digest_of = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+        digest.copy_from_slice(digest_of.as_ref());
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        let frames = VecDeque::from([Frame::data(bytes)]);
+        Frames { frames, _reservation: reservation }.boxed_unsync()
+    } else {
+        rewrite_whole(bytes, trailers, headers, tokens, reservation, Some(&mut digest))?
+    };
+    signing.set_body_sha256(digest);
+    Ok((body, None))
 }
 
 /// A request body as the client sent it, kept (shared, not copied) for one replay.
@@ -137,22 +218,28 @@ pub fn replay(
     if !reservation.grow(body.raw.len() as u64, budget_limit) {
         return Err(ProxyError::Overloaded);
     }
-    rewrite_whole(body.raw.clone(), body.trailers.clone(), headers, tokens, reservation)
+    rewrite_whole(body.raw.clone(), body.trailers.clone(), headers, tokens, reservation, None)
 }
 
 /// Substitutes a body read whole and frames it with its exact length (or chunked, to carry
-/// trailers).
+/// trailers). With `digest`, writes the SHA-256 of the body as it will be sent there.
 fn rewrite_whole(
     whole: Bytes,
     trailers: Option<HeaderMap>,
     headers: &mut HeaderMap,
     tokens: Arc<dyn Resolve>,
     reservation: Reservation,
+    digest: Option<&mut [u8; 32]>,
 ) -> Result<ProxyBody, ProxyError> {
     let mut substituter = BodySubstituter::new(Arc::clone(&tokens));
     let mut pieces = Vec::new();
     substituter.push(whole, &mut pieces)?;
     substituter.finish(&mut pieces);
+    if let Some(out) = digest {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        pieces.iter().for_each(|p| ctx.update(p));
+        out.copy_from_slice(ctx.finish().as_ref());
+    }
     headers.remove(header::TRANSFER_ENCODING);
     // The pieces (text slices and token values) are sent as they are, without joining them:
     // the exact Content-Length is their sum.

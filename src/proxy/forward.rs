@@ -106,22 +106,27 @@ async fn run(
     // An upstream's 401 to an exchanged token may mean the issuer revoked it early: keep the
     // request as the client wrote it, to send again once with a renewed token.
     let retry = compiled.retry_on_401 && compiled.bindings.iter().any(|(_, cell, _)| cell.renews_on_rejection());
-    let unsubstituted = retry.then(|| (parts.method.clone(), parts.headers.clone()));
-    let head = Head { snapshot, compiled, target: &target, path_and_query: &path_and_query };
-
     let mut tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
-    let uri = head.substitute(&mut parts.headers, &tokens)?;
+    // A DPoP server may ask for a nonce with a 401: the request is then sent again with it.
+    let unsubstituted = (retry || tokens.has_dpop()).then(|| (parts.method.clone(), parts.headers.clone()));
+    let method = parts.method.clone();
+    let head = Head { snapshot, compiled, target: &target, path_and_query: &path_and_query, method: &method };
+
     let resolver: Arc<dyn Resolve> = Arc::clone(&tokens) as Arc<dyn Resolve>;
     let limits =
         BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
-    let (body, replayable) = body::substituted(body, &parts.method, &mut parts.headers, resolver, limits).await?;
+    // A token signed over the body's hash (body_sha256) needs the body before the headers.
+    let pending = body::read_first_if_signed(body, &mut parts.headers, &resolver, limits, &tokens).await?;
+    let uri = head.substitute(&mut parts.headers, &tokens)?;
+    let (body, replayable) = body::finish(pending, &parts.method, &mut parts.headers, resolver, limits).await?;
     // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
     tokens.check_fresh(SystemTime::now())?;
     let mut response = send(snapshot, parts, uri, body, &target).await?;
 
+    let dpop_nonce = tokens.retry_for_dpop_nonce(&response);
     if response.status() == http::StatusCode::UNAUTHORIZED {
         if let (Some((method, headers)), Some(replayable)) = (unsubstituted, replayable) {
-            if renew_rejected(&tokens).await {
+            if dpop_nonce || (retry && renew_rejected(&tokens).await) {
                 drop(response);
                 tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
                 let (mut parts, ()) = Request::new(()).into_parts();
@@ -133,6 +138,7 @@ async fn run(
                     body::replay(&replayable, &mut parts.headers, resolver, budget, settings.max_buffered_total)?;
                 tokens.check_fresh(SystemTime::now())?;
                 response = send(snapshot, parts, uri, body, &target).await?;
+                tokens.retry_for_dpop_nonce(&response);
             }
         }
     }
@@ -166,6 +172,7 @@ struct Head<'a> {
     compiled: &'a crate::snapshot::CompiledRoute,
     target: &'a Target,
     path_and_query: &'a str,
+    method: &'a http::Method,
 }
 
 impl Head<'_> {
@@ -187,9 +194,12 @@ impl Head<'_> {
             (self.path_and_query != self.target.path_and_query.as_str()).then(|| self.path_and_query.to_string())
         });
         let uri = upstream_uri(self.target, scheme, rewritten)?;
+        // Tokens signed per request sign this method and URI (and add DPoP proofs after).
+        tokens.begin_headers(self.method, &uri, headers);
         let max_head = usize::try_from(settings.max_header_bytes).unwrap_or(usize::MAX);
         substitute_header_map(headers, tokens, max_head)
             .map_err(|e| ProxyError::from_bounded(e, ProxyError::HeadersTooLarge(settings.max_header_bytes)))?;
+        tokens.finish_headers(headers)?;
         Ok(uri)
     }
 }

@@ -56,6 +56,8 @@ pub enum Resolution {
     /// A bound token with no current value (never minted, or expired): the request must wait
     /// for a refresh rather than carry a stale token.
     Unavailable,
+    /// A bound token that cannot be written here, for the reason given.
+    Refused(RefusalKind),
 }
 
 /// Looks placeholder names up against one consistent token snapshot.
@@ -83,6 +85,12 @@ pub enum RefusalKind {
     NotBound,
     /// The token is bound but has no unexpired value right now (503).
     Unavailable,
+    /// A token signed for each request, written where it cannot be (the request target or the
+    /// body, which its claims cover): only headers may carry it (400).
+    Misplaced,
+    /// A token signed for each request whose claims need something this request lacks, such
+    /// as an access token in `Authorization` for `ath` (400).
+    Unsignable,
 }
 
 /// A placeholder that must not be filled in: the request is refused, nothing is forwarded.
@@ -105,6 +113,18 @@ impl std::fmt::Display for Refused {
             RefusalKind::Unavailable => {
                 write!(f, "token for placeholder {{/{}}} is not available (not minted yet or expired)", self.name)
             }
+            RefusalKind::Misplaced => write!(
+                f,
+                "placeholder {{/{}}} names a token signed for each request over its method, target and body; \
+                 it can only be written into request headers",
+                self.name
+            ),
+            RefusalKind::Unsignable => write!(
+                f,
+                "token for placeholder {{/{}}} signs a hash of the access token in the Authorization header, \
+                 and this request has none",
+                self.name
+            ),
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct JwtDefinition {
     /// The key, parsed once.
     pub signer: Arc<Signer>,
     pub kid: Option<String>,
+    typ: Option<String>,
+    extras: Map<String, Value>,
     /// The protected header as JSON text (`typ`, `alg`, `kid`, then the extra fields), and
     /// its base64url form, built once: every signature reuses it.
     pub header_json: String,
@@ -74,6 +76,8 @@ pub struct JwtDefinition {
     pub iat_skew: Duration,
     /// `[encrypt]`: the signed token is then encrypted for its recipient (a nested JWT).
     pub encrypt: Option<Arc<super::jwe::Encryptor>>,
+    /// `per_request = true`: signed for each request, over claims derived from it.
+    pub per_request: Option<Arc<super::per_request::PerRequest>>,
 }
 
 impl std::fmt::Debug for JwtDefinition {
@@ -130,18 +134,55 @@ impl JwtDefinition {
         let algorithm = signer.algorithm();
         let header_json = header_json(typ, algorithm_name(algorithm), kid.as_deref(), extras);
         let header_segment = base64url(header_json.as_bytes());
-        JwtDefinition { algorithm, signer, kid, header_json, header_segment, claims, auto, iat_skew, encrypt: None }
+        JwtDefinition {
+            algorithm,
+            signer,
+            kid,
+            typ: typ.map(str::to_string),
+            extras: extras.clone(),
+            header_json,
+            header_segment,
+            claims,
+            auto,
+            iat_skew,
+            encrypt: None,
+            per_request: None,
+        }
     }
 
     /// Signs one token issued at `iat` (whole seconds since the epoch) and valid for `ttl`.
     pub fn sign(&self, iat: u64, ttl: Duration) -> Result<String, MintError> {
-        self.sign_with(iat, ttl, |_| {})
+        self.sign_inner(None, iat, ttl, |_| {})
     }
 
-    /// Like [`JwtDefinition::sign`], with `more` adding claims computed for this signature
-    /// (the request-derived claims of a `per_request` token).
-    pub fn sign_with(
+    /// Signs this per-request token for one request: the configured claims and header plus
+    /// those derived from `facts`. The outer error is what the request did not give.
+    pub fn sign_for_request(
         &self,
+        per_request: &super::per_request::PerRequest,
+        facts: &super::per_request::RequestFacts,
+        iat: u64,
+        ttl: Duration,
+    ) -> Result<Result<String, MintError>, super::per_request::DeriveError> {
+        let derived_header = per_request.header(facts)?;
+        let mut derived_claims = Map::new();
+        per_request.claims(facts, &mut derived_claims)?;
+        let header_segment = if derived_header.is_empty() {
+            None
+        } else {
+            let mut extras = self.extras.clone();
+            extras.extend(derived_header);
+            let json = header_json(self.typ.as_deref(), algorithm_name(self.algorithm), self.kid.as_deref(), &extras);
+            Some(base64url(json.as_bytes()))
+        };
+        Ok(self.sign_inner(header_segment.as_deref(), iat, ttl, |claims| claims.extend(derived_claims)))
+    }
+
+    /// Signs with the configured header (or `header_segment`), the configured and automatic
+    /// claims and `more`, then encrypts when `[encrypt]` asks.
+    fn sign_inner(
+        &self,
+        header_segment: Option<&str>,
         iat: u64,
         ttl: Duration,
         more: impl FnOnce(&mut Map<String, Value>),
@@ -162,7 +203,7 @@ impl JwtDefinition {
         }
         more(&mut claims);
         let payload = serde_json::to_vec(&claims).map_err(|e| MintError::Sign(format!("claims: {e}")))?;
-        let jws = sign_compact(&self.header_segment, &payload, &self.signer)?;
+        let jws = sign_compact(header_segment.unwrap_or(&self.header_segment), &payload, &self.signer)?;
         match &self.encrypt {
             None => Ok(jws),
             Some(encryptor) => encryptor.encrypt(jws.as_bytes()),

@@ -7,11 +7,15 @@
 
 pub mod algorithm;
 pub mod der;
+pub mod dpop;
 pub mod jwe;
 pub mod jwk;
 pub mod jwt;
 pub mod keys;
 pub mod oauth2;
+pub mod per_request;
+pub mod qsh;
+pub mod request_bound;
 pub mod signer;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +74,8 @@ pub enum TokenKind {
     Jwt(Box<JwtDefinition>),
     Secret(StaticSecret),
     Exchange(Box<oauth2::ExchangeDefinition>),
+    /// A DPoP key (RFC 9449), used through the oauth2 tokens that name it in `dpop`.
+    Dpop(Arc<dpop::DpopKey>),
 }
 
 /// A static value from `key`, `key_file` or `key_env`. Its `Debug` never shows the value.
@@ -123,11 +129,12 @@ impl TokenDefinition {
                 "jwt" => {}
                 "secret" => return build_secret(ctx, raw, c),
                 "oauth2" => return build_exchange(ctx, raw, c),
+                "dpop" => return build_dpop(ctx, raw, c),
                 other => {
                     c.error(
                         kind.span(),
                         at("kind"),
-                        format!("unknown token kind {other:?} (expected \"jwt\", \"secret\" or \"oauth2\")"),
+                        format!("unknown token kind {other:?} (expected \"jwt\", \"secret\", \"oauth2\" or \"dpop\")"),
                     );
                 }
             }
@@ -138,6 +145,9 @@ impl TokenDefinition {
                 at(field),
                 "does not apply to kind = \"jwt\" (set kind = \"oauth2\" to exchange a token at a token endpoint)",
             );
+        }
+        if let Some(d) = &r.dpop {
+            c.error(d.span(), at("dpop"), "applies to kind = \"oauth2\" tokens (name a kind = \"dpop\" key there)");
         }
         let algorithm = match &r.algorithm {
             None => {
@@ -234,6 +244,7 @@ impl TokenDefinition {
             header.kid = jwk::Jwk::parse(bytes).ok().and_then(|k| k.kid().map(str::to_string));
         }
         let encrypt = r.encrypt.as_ref().and_then(|e| jwe::config::build(ctx, e, c));
+        let per_request = per_request::build(ctx, raw, algorithm, &auto, c);
 
         let (Some(alg), Some(kt), Some(material)) = (algorithm, key_type, material) else {
             return None;
@@ -271,6 +282,10 @@ impl TokenDefinition {
             extra_files.extend(built.key_file);
             jwt.encrypt = Some(Arc::new(built.encryptor));
         }
+        if let Some(per_request) = per_request {
+            fingerprint_parts.push(format!("per_request {per_request:?}").into_bytes());
+            jwt.per_request = Some(Arc::new(per_request));
+        }
         let def = TokenDefinition {
             name: ctx.name.to_string(),
             fingerprint: fingerprint(&fingerprint_parts.iter().map(Vec::as_slice).collect::<Vec<_>>()),
@@ -280,16 +295,75 @@ impl TokenDefinition {
             key_file,
             extra_files,
         };
-        if let Err(e) = def.mint(SystemTime::now()) {
+        let test = match def.jwt().and_then(|j| j.per_request.as_ref()) {
+            Some(_) => def.sign_request(&per_request::PerRequest::sample_facts(), SystemTime::now()).map(|_| ()),
+            None => def.mint(SystemTime::now()).map(|_| ()).map_err(RequestSignError::Sign),
+        };
+        if let Err(e) = test {
             c.error(key_span, at(key_field), format!("test signature failed: {e}"));
             return None;
         }
         Some(def)
     }
 
-    /// Signs a fresh token. Runs on the refresher, never on the request path.
+    /// The JWT definition, for `kind = "jwt"`.
+    pub fn jwt(&self) -> Option<&jwt::JwtDefinition> {
+        match &self.kind {
+            TokenKind::Jwt(jwt) => Some(jwt),
+            _ => None,
+        }
+    }
+
+    /// Whether this token is signed for each request (`per_request = true`).
+    pub fn is_per_request(&self) -> bool {
+        self.jwt().is_some_and(|j| j.per_request.is_some())
+    }
+
+    /// The DPoP key, for `kind = "dpop"`.
+    pub fn dpop_key(&self) -> Option<&Arc<dpop::DpopKey>> {
+        match &self.kind {
+            TokenKind::Dpop(key) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Signs a `per_request` token for one request, from `facts`. On the request path: the
+    /// key was parsed when the config loaded, so this costs one signature.
+    pub fn sign_request(
+        &self,
+        facts: &per_request::RequestFacts,
+        now: SystemTime,
+    ) -> Result<MintedToken, RequestSignError> {
+        let Some((jwt, per_request)) = self.jwt().and_then(|j| Some((j, j.per_request.as_ref()?))) else {
+            return Err(RequestSignError::Sign(MintError::Sign("not a per_request token".into())));
+        };
+        let iat = per_request::unix_seconds(now).map_err(RequestSignError::Sign)?;
+        let ttl = Duration::from_secs(self.ttl.as_secs());
+        let value = jwt
+            .sign_for_request(per_request, facts, iat, ttl)
+            .map_err(RequestSignError::Derive)?
+            .map_err(RequestSignError::Sign)?;
+        let issued_at = UNIX_EPOCH + Duration::from_secs(iat);
+        Ok(MintedToken { value: Bytes::from(value), issued_at, expires_at: issued_at + ttl, exposed: Vec::new() })
+    }
+
+    /// Signs a fresh token. Runs on the refresher, never on the request path. A `per_request`
+    /// token or a DPoP key has no value of its own: it gives an empty one that never expires,
+    /// so its cell is ready (the real values are signed per request).
     pub fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
         match &self.kind {
+            TokenKind::Jwt(jwt) if jwt.per_request.is_some() => Ok(MintedToken {
+                exposed: Vec::new(),
+                value: Bytes::new(),
+                issued_at: now,
+                expires_at: now + STATIC_LIFETIME,
+            }),
+            TokenKind::Dpop(_) => Ok(MintedToken {
+                exposed: Vec::new(),
+                value: Bytes::new(),
+                issued_at: now,
+                expires_at: now + STATIC_LIFETIME,
+            }),
             TokenKind::Jwt(jwt) => {
                 // Whole seconds, as in the claims: `expires_at` must be exactly the `exp` the
                 // upstream checks, or a token could be injected in the last second after it.
@@ -335,9 +409,10 @@ impl TokenDefinition {
         self.fingerprint
     }
 
-    /// Whether the token expires at all (a static secret does not).
+    /// Whether the token's cell value expires at all (a static secret does not; a per-request
+    /// token and a DPoP key have no cached value).
     pub fn expires(&self) -> bool {
-        !matches!(self.kind, TokenKind::Secret(_))
+        !matches!(self.kind, TokenKind::Secret(_) | TokenKind::Dpop(_)) && !self.is_per_request()
     }
 
     /// The key file to watch for rotation, if the key comes from a file.
@@ -360,6 +435,7 @@ impl TokenDefinition {
             TokenKind::Jwt(_) => "jwt",
             TokenKind::Secret(_) => "secret",
             TokenKind::Exchange(_) => "oauth2",
+            TokenKind::Dpop(_) => "dpop",
         }
     }
 
@@ -367,6 +443,7 @@ impl TokenDefinition {
     pub fn algorithm_name(&self) -> Option<&'static str> {
         match &self.kind {
             TokenKind::Jwt(jwt) => Some(algorithm::algorithm_name(jwt.algorithm)),
+            TokenKind::Dpop(key) => Some(algorithm::algorithm_name(key.algorithm)),
             TokenKind::Secret(_) | TokenKind::Exchange(_) => None,
         }
     }
@@ -374,7 +451,7 @@ impl TokenDefinition {
     pub fn kid(&self) -> Option<&str> {
         match &self.kind {
             TokenKind::Jwt(jwt) => jwt.kid.as_deref(),
-            TokenKind::Secret(_) | TokenKind::Exchange(_) => None,
+            TokenKind::Secret(_) | TokenKind::Exchange(_) | TokenKind::Dpop(_) => None,
         }
     }
 
@@ -382,7 +459,7 @@ impl TokenDefinition {
     pub fn public_jwk(&self) -> Option<Map<String, Value>> {
         match &self.kind {
             TokenKind::Jwt(jwt) => jwt.public_jwk(),
-            TokenKind::Secret(_) | TokenKind::Exchange(_) => None,
+            TokenKind::Secret(_) | TokenKind::Exchange(_) | TokenKind::Dpop(_) => None,
         }
     }
 }
@@ -406,7 +483,12 @@ fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collect
         ("header", r.header.values().next().map(|_| raw.span())),
     ];
     let exchange_only = oauth2::exchange_fields(raw).into_iter().map(|(f, s)| (f, Some(s)));
-    for (field, span) in signing_only.into_iter().chain(exchange_only) {
+    let jose_only = per_request::per_request_fields(raw)
+        .into_iter()
+        .chain(r.allow_slow_signing.as_ref().map(|a| ("allow_slow_signing", a.span())))
+        .chain(r.dpop.as_ref().map(|d| ("dpop", d.span())))
+        .map(|(f, s)| (f, Some(s)));
+    for (field, span) in signing_only.into_iter().chain(exchange_only).chain(jose_only) {
         if let Some(span) = span {
             c.error(
                 span,
@@ -441,6 +523,29 @@ fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collect
         key_file,
         extra_files: Vec::new(),
     })
+}
+
+/// `kind = "dpop"`: a DPoP key (see [`dpop`]).
+fn build_dpop(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collector<'_>) -> Option<TokenDefinition> {
+    let (key, material, key_file) = dpop::build(ctx, raw, c)?;
+    Some(TokenDefinition {
+        name: ctx.name.to_string(),
+        fingerprint: fingerprint(&[b"dpop", format!("{key:?}").as_bytes(), &material]),
+        kind: TokenKind::Dpop(Arc::new(key)),
+        ttl: STATIC_LIFETIME,
+        refresh_before: Duration::ZERO,
+        key_file,
+        extra_files: Vec::new(),
+    })
+}
+
+/// Why a per-request token could not be signed for a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestSignError {
+    #[error("{0}")]
+    Sign(MintError),
+    #[error("the request does not give what the token signs: {0:?}")]
+    Derive(per_request::DeriveError),
 }
 
 /// `kind = "oauth2"`: checked here, exchanged by [`crate::exchange`].

@@ -8,6 +8,7 @@ mod support;
 
 mod config;
 mod exchange;
+mod jose;
 mod ops;
 mod proxy;
 mod security;

@@ -113,7 +113,11 @@ pub fn recipient_key(
             match jwk.kty()? {
                 "oct" => secret(jwk.bytes("k")?),
                 _ if jwk.is_private() => Err(private_given()),
-                "RSA" if kind == RecipientKind::Rsa => rsa(jwk.rsa_public()?.try_into().ok()),
+                "RSA" if kind == RecipientKind::Rsa => {
+                    let public = jwk.rsa_public()?;
+                    check_rsa_size(public.n.iter().skip_while(|b| **b == 0).count() * 8)?;
+                    rsa(public.try_into().ok())
+                }
                 "EC" if kind == RecipientKind::Ecdh => {
                     let (curve, point) = jwk.ec_point()?;
                     let curve = EcdhCurve::from_name(curve.name())
@@ -136,7 +140,12 @@ pub fn recipient_key(
             }
             let spki = public_pem(material)?;
             match kind {
-                RecipientKind::Rsa => rsa(PublicEncryptingKey::from_der(&spki).ok()),
+                RecipientKind::Rsa => {
+                    if let Some(bits) = spki_rsa_bits(&spki) {
+                        check_rsa_size(bits)?;
+                    }
+                    rsa(PublicEncryptingKey::from_der(&spki).ok())
+                }
                 _ => {
                     let info = der::read_subject_public_key_info(&spki).ok_or_else(|| KeyError::Malformed {
                         expected: "a public key",
@@ -173,6 +182,25 @@ fn private_given() -> KeyError {
         "holds a private key (\"d\"); give the recipient's public key only (the sidecar encrypts, it never decrypts)"
             .into(),
     )
+}
+
+/// aws-lc-rs refuses RSA keys under 2048 bits without saying why: say it first.
+fn check_rsa_size(bits: usize) -> Result<(), KeyError> {
+    if bits < 2048 {
+        return Err(KeyError::RsaTooSmall { bits });
+    }
+    Ok(())
+}
+
+/// The modulus size of an RSA SubjectPublicKeyInfo.
+fn spki_rsa_bits(spki: &[u8]) -> Option<usize> {
+    let info = der::read_subject_public_key_info(spki)?;
+    if info.algorithm != der::RSA_ENCRYPTION {
+        return None;
+    }
+    let (der::SEQUENCE, body, _) = der::element(info.key)? else { return None };
+    let (der::INTEGER, modulus, _) = der::element(body)? else { return None };
+    Some(modulus.iter().skip_while(|b| **b == 0).count() * 8)
 }
 
 fn rsa(key: Option<PublicEncryptingKey>) -> Result<RecipientKey, KeyError> {
