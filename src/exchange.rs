@@ -22,7 +22,7 @@ use crate::proxy::upstream::Upstream;
 use crate::proxy::{BoxError, ProxyBody};
 use crate::store::{Mint, MintFuture, TokenCell};
 use crate::substitute::{substitute, Resolution, Resolve};
-use crate::tokens::dpop::{asks_for_nonce, origin_of, DpopKey};
+use crate::tokens::dpop::{asks_for_nonce, DpopKey, Server};
 use crate::tokens::oauth2::{ExchangeBody, ExchangeDefinition, ResponseSpec};
 use crate::tokens::{MintError, MintedToken, TokenDefinition};
 
@@ -97,8 +97,8 @@ impl Exchanger {
 
     /// Keeps a `DPoP-Nonce` the token endpoint sent; whether there was one.
     fn note_nonce(&self, dpop: &DpopKey, headers: &http::HeaderMap) -> bool {
-        let origin = origin_of(&htu_of(&self.definition.token_url));
-        headers.get("dpop-nonce").is_some_and(|n| dpop.remember_nonce(&origin, n.as_bytes()))
+        let server = Server::authorization(&htu_of(&self.definition.token_url));
+        headers.get("dpop-nonce").is_some_and(|n| dpop.remember_nonce(server, n.as_bytes()))
     }
 
     /// One request to the token endpoint: status, headers and the (bounded) answer.

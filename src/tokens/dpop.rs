@@ -34,8 +34,29 @@ pub struct DpopKey {
     signer: Arc<Signer>,
     /// The proof header, `{"typ":"dpop+jwt","alg":...,"jwk":{...}}`, encoded once.
     header_segment: String,
-    /// The latest nonce each server (scheme://host:port) gave.
-    nonces: Mutex<HashMap<String, String>>,
+    /// The latest nonce each server gave, by [`Server`] (an authorization server and a
+    /// resource server at one origin, as Okta has, keep their own).
+    nonces: Mutex<HashMap<Server, String>>,
+}
+
+/// A server that hands out DPoP nonces: the token endpoint's (RFC 9449 §8) or a resource
+/// server's (§9), by origin (`scheme://host:port`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Server {
+    Authorization(String),
+    Resource(String),
+}
+
+impl Server {
+    /// The authorization server of a token endpoint URL (`htu`).
+    pub fn authorization(htu: &str) -> Server {
+        Server::Authorization(origin_of(htu))
+    }
+
+    /// The resource server of a request URL (`htu`).
+    pub fn resource(htu: &str) -> Server {
+        Server::Resource(origin_of(htu))
+    }
 }
 
 impl std::fmt::Debug for DpopKey {
@@ -62,7 +83,8 @@ impl DpopKey {
     }
 
     /// A proof for `method` on `htu` (the URL without query), with `ath` for a resource
-    /// request and the server's latest nonce, if any.
+    /// request (`access_token`) and the latest nonce of the server (the resource server, or
+    /// the authorization server for a token request), if any.
     pub fn proof(
         &self,
         method: &str,
@@ -70,6 +92,7 @@ impl DpopKey {
         access_token: Option<&[u8]>,
         now: SystemTime,
     ) -> Result<String, MintError> {
+        let server = if access_token.is_some() { Server::resource(htu) } else { Server::authorization(htu) };
         let mut claims = Map::new();
         claims.insert("jti".into(), random_jti().into());
         claims.insert("htm".into(), method.to_ascii_uppercase().into());
@@ -78,21 +101,21 @@ impl DpopKey {
         if let Some(token) = access_token {
             claims.insert("ath".into(), super::per_request::sha256_b64url(token).into());
         }
-        if let Some(nonce) = self.nonce(&origin_of(htu)) {
+        if let Some(nonce) = self.nonce(&server) {
             claims.insert("nonce".into(), nonce.into());
         }
         let payload = serde_json::to_vec(&claims).map_err(|e| MintError::Sign(format!("claims: {e}")))?;
         sign_compact(&self.header_segment, &payload, &self.signer)
     }
 
-    /// The nonce a server (origin) last gave.
-    pub fn nonce(&self, origin: &str) -> Option<String> {
-        self.nonces.lock().ok()?.get(origin).cloned()
+    /// The nonce a server last gave.
+    pub fn nonce(&self, server: &Server) -> Option<String> {
+        self.nonces.lock().ok()?.get(server).cloned()
     }
 
     /// Keeps a `DPoP-Nonce` a server sent, if it is a valid nonce (RFC 9449 §8.1: 1*NQCHAR).
     /// Returns whether it was kept.
-    pub fn remember_nonce(&self, origin: &str, nonce: &[u8]) -> bool {
+    pub fn remember_nonce(&self, server: Server, nonce: &[u8]) -> bool {
         let valid = !nonce.is_empty()
             && nonce.len() <= MAX_NONCE
             && nonce.iter().all(|&b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e));
@@ -100,10 +123,10 @@ impl DpopKey {
             return false;
         }
         let Ok(mut nonces) = self.nonces.lock() else { return false };
-        if nonces.len() >= MAX_ORIGINS && !nonces.contains_key(origin) {
+        if nonces.len() >= MAX_ORIGINS && !nonces.contains_key(&server) {
             nonces.clear();
         }
-        nonces.insert(origin.to_string(), String::from_utf8_lossy(nonce).into_owned());
+        nonces.insert(server, String::from_utf8_lossy(nonce).into_owned());
         true
     }
 }
@@ -220,10 +243,13 @@ mod tests {
         let pair = aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
             .expect("key");
         let key = DpopKey::new(Arc::new(Signer::ecdsa(Algorithm::ES256, pair))).expect("dpop key");
-        assert!(key.remember_nonce("https://a", b"eyJ7S_zG.eyJH0-Z.HX4w-7v"));
-        assert!(!key.remember_nonce("https://a", b"has space"), "a space is not an NQCHAR");
-        assert!(!key.remember_nonce("https://a", &[b'n'; 600]), "too long");
-        assert_eq!(key.nonce("https://a").as_deref(), Some("eyJ7S_zG.eyJH0-Z.HX4w-7v"));
+        let (authorization, resource) = (Server::authorization("https://a/token"), Server::resource("https://a/api"));
+        assert!(key.remember_nonce(authorization.clone(), b"eyJ7S_zG.eyJH0-Z.HX4w-7v"));
+        assert!(key.remember_nonce(resource.clone(), b"rs-1"));
+        assert!(!key.remember_nonce(resource.clone(), b"has space"), "a space is not an NQCHAR");
+        assert!(!key.remember_nonce(resource.clone(), &[b'n'; 600]), "too long");
+        assert_eq!(key.nonce(&authorization).as_deref(), Some("eyJ7S_zG.eyJH0-Z.HX4w-7v"), "kept apart at one origin");
+        assert_eq!(key.nonce(&resource).as_deref(), Some("rs-1"));
         assert!(asks_for_nonce(Some(b"DPoP error=\"use_dpop_nonce\", error_description=\"x\""), None));
         assert!(asks_for_nonce(None, Some(br#"{"error":"use_dpop_nonce"}"#)));
         assert!(!asks_for_nonce(Some(b"DPoP error=\"invalid_token\""), Some(br#"{"error":"invalid_grant"}"#)));

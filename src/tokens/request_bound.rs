@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Method, Uri};
 
-use super::dpop::{asks_for_nonce, origin_of, DpopKey};
+use super::dpop::{asks_for_nonce, DpopKey, Server};
 use super::per_request::{DeriveError, RequestFacts};
 use super::{MintedToken, RequestSignError, TokenDefinition};
 use crate::substitute::{RefusalKind, Resolution};
@@ -185,11 +185,11 @@ impl RequestBound {
         used: impl Fn(usize) -> bool,
     ) -> bool {
         let (Some(facts), Some(nonce)) = (self.facts.get(), headers.get("dpop-nonce")) else { return false };
-        let origin = origin_of(&facts.url_without_query());
+        let server = Server::resource(&facts.url_without_query());
         let mut kept = false;
         for (i, bound) in self.bound.iter().enumerate() {
             if let (Some(Bound::Dpop(key)), true) = (bound, used(i)) {
-                kept |= key.remember_nonce(&origin, nonce.as_bytes());
+                kept |= key.remember_nonce(server.clone(), nonce.as_bytes());
             }
         }
         kept && status == http::StatusCode::UNAUTHORIZED

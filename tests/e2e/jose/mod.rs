@@ -3,8 +3,12 @@
 //! signing keys of every type, recipient keys from keygen, and tokens signed per request
 //! (Atlassian `qsh`, Coinbase `uri`, DPoP proofs) checked by servers that recompute them.
 
+mod atlassian;
 mod check;
+mod coinbase;
+mod dpop;
 mod es512;
 mod jwe;
 mod jwk_keys;
 mod keygen;
+mod per_request;
