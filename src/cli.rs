@@ -55,6 +55,11 @@ pub enum Command {
     Sign {
         /// The token's name, as in [tokens.NAME].
         name: String,
+        /// For a per_request token: the request to sign for, as "METHOD URL", e.g.
+        /// "GET https://your-site.atlassian.net/rest/api/3/search?jql=x". The token's
+        /// body_sha256 is that of an empty body, and ath needs no Authorization header here.
+        #[arg(long)]
+        request: Option<String>,
     },
 
     /// Generate a new signing key (PEM private key, PEM public key, public JWK), or a

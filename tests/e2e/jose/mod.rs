@@ -8,6 +8,7 @@ mod check;
 mod coinbase;
 mod dpop;
 mod es512;
+mod examples;
 mod jwe;
 mod jwk_keys;
 mod keygen;
