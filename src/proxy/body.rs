@@ -148,6 +148,13 @@ pub async fn read_first_if_signed(
     if !signing.needs_body(headers) {
         return Ok(Pending::Unread(body));
     }
+    if body.is_end_stream() {
+        // No body: its hash is that of nothing, and it is sent as before (no length added).
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"").as_ref());
+        signing.set_body_sha256(digest);
+        return Ok(Pending::Unread(body));
+    }
     let (body, replay) = read_for_signing(body, headers, Arc::clone(tokens), limits, signing).await?;
     Ok(Pending::Ready(body, replay))
 }

@@ -313,3 +313,43 @@ pub fn check_fast(
         ),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(method: &str, uri: &str) -> RequestFacts {
+        RequestFacts {
+            method: method.parse().expect("method"),
+            uri: uri.parse().expect("uri"),
+            authorization: Some(b"DPoP the-token".to_vec()),
+            body_sha256: None,
+        }
+    }
+
+    #[test]
+    fn values_leave_default_ports_out_and_keep_others() {
+        let f = facts("get", "https://api.coinbase.com:443/api/v3/brokerage/accounts?limit=1");
+        assert_eq!(f.value(Derived::UriCoinbase, None).unwrap(), "GET api.coinbase.com/api/v3/brokerage/accounts");
+        assert_eq!(f.value(Derived::Url, None).unwrap(), "https://api.coinbase.com/api/v3/brokerage/accounts?limit=1");
+        assert_eq!(f.url_without_query(), "https://api.coinbase.com/api/v3/brokerage/accounts");
+        let f = facts("POST", "http://127.0.0.1:8080/x");
+        assert_eq!(f.value(Derived::Host, None).unwrap(), "127.0.0.1:8080");
+        assert_eq!(f.value(Derived::Method, None).unwrap(), "POST");
+    }
+
+    #[test]
+    fn ath_hashes_the_credential_after_the_scheme_and_body_needs_a_hash() {
+        let f = facts("GET", "https://a.example/");
+        // RFC 9449 §7.1's example: ath of "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU".
+        let mut g = f.clone();
+        g.authorization = Some(b"DPoP Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU".to_vec());
+        assert_eq!(g.value(Derived::Ath, None).unwrap(), "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo");
+        assert_eq!(f.value(Derived::BodySha256, None), Err(DeriveError::BodyNotBuffered));
+        let mut none = f.clone();
+        none.authorization = None;
+        assert_eq!(none.value(Derived::Ath, None), Err(DeriveError::NoAccessToken));
+        let (a, b) = (f.value(Derived::Nonce, None).unwrap(), f.value(Derived::Nonce, None).unwrap());
+        assert_ne!(a, b, "a fresh nonce each time");
+    }
+}
