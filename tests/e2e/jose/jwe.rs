@@ -135,6 +135,22 @@ async fn every_alg_and_enc_decrypts_and_verifies_in_joserfc() {
     sidecar.shutdown().await;
 }
 
+/// A recipient key in a file is watched like a signing key: a rotated file is a reload, and
+/// the token's definition (so its cell) changes with the key.
+#[test]
+fn a_recipient_key_file_is_watched_and_part_of_the_token() {
+    let dir = ConfigDir::empty();
+    let k = keys();
+    dir.write("partner.pub.pem", &k.ec256.public_pem);
+    let text = "[tokens.t]\nalgorithm = \"HS256\"\nkey_type = \"Secret\"\nkey = \"signing secret, long enough\"\nttl = \"5m\"\n\n\
+                [tokens.t.encrypt]\nalg = \"ECDH-ES\"\nenc = \"A128GCM\"\nkey_file = \"partner.pub.pem\"\n";
+    let before = dir.config(text);
+    assert!(before.watched_files.contains(&dir.path("partner.pub.pem")), "{:?}", before.watched_files);
+    dir.write("partner.pub.pem", &k.ec384.public_pem);
+    let after = dir.config(text);
+    assert!(!before.tokens["t"].same_definition(&after.tokens["t"]), "a new recipient key is a new definition");
+}
+
 /// A wrong recipient key is a config error at `check`, at the key's line, with the reason
 /// and never the key.
 #[test]
