@@ -8,7 +8,10 @@
 //!   and without `Authorization: Bearer {/auth_token}` (the loop `proxy::forward` runs);
 //! - `uri/*`: `substitute_uri` on a typical request target, with and without a placeholder;
 //! - `tokens_and_headers`: load the tokens, then substitute the headers: everything a routed
-//!   request without a body spends on tokens.
+//!   request without a body spends on tokens;
+//! - `per_request/*`: the same for a token signed per request (issue 15): HS256 with
+//!   Atlassian's `qsh`, ES256 and EdDSA with Coinbase's `uri` and header `nonce`; and
+//!   `dpop_proof/es256`, one DPoP proof. This is what signing on the request path adds.
 
 use std::borrow::Cow;
 use std::hint::black_box;
@@ -47,6 +50,40 @@ key_type = "Secret"
 key = "not-a-real-secret-just-for-the-bench"
 ttl = "15m"
 
+[tokens.atlassian]
+algorithm = "HS256"
+key_type = "Secret"
+key = "an Atlassian sharedSecret for the bench"
+ttl = "3m"
+per_request = true
+claims = {{ iss = "bench-app" }}
+request_claims = {{ qsh = "query_hash_atlassian" }}
+
+[tokens.coinbase_es256]
+algorithm = "ES256"
+key_type = "EcPem"
+key_file = "{ec}"
+ttl = "2m"
+per_request = true
+auto_claims = ["nbf", "exp", "jti"]
+claims = {{ iss = "cdp", sub = "organizations/org/apiKeys/key" }}
+request_claims = {{ uri = "uri_coinbase" }}
+request_header = {{ nonce = "nonce" }}
+
+[tokens.coinbase_eddsa]
+algorithm = "EdDSA"
+key_type = "EdPem"
+key_file = "{ed}"
+ttl = "2m"
+per_request = true
+request_claims = {{ uri = "uri_coinbase" }}
+
+[tokens.dpop_key]
+kind = "dpop"
+algorithm = "ES256"
+key_type = "EcPem"
+key_file = "{ec}"
+
 [[routes]]
 name = "api"
 host = "api.example.com"
@@ -54,8 +91,15 @@ tokens = ["api_jwt"]
 
 [routes.placeholders]
 auth_token = "api_jwt"
+
+[[routes]]
+name = "signed"
+host = "signed.example.com"
+tokens = ["atlassian", "coinbase_es256", "coinbase_eddsa"]
 "#,
-        key = keys.join("demo-rsa.key.pem").display()
+        key = keys.join("demo-rsa.key.pem").display(),
+        ec = keys.join("demo-ec.key.pem").display(),
+        ed = keys.join("demo-ed.key.pem").display(),
     )
 }
 
@@ -162,6 +206,58 @@ fn bench_request_path(c: &mut Criterion) {
     });
 }
 
+/// Tokens signed for each request: load, sign over the request, substitute the headers.
+fn bench_per_request(c: &mut Criterion) {
+    let snapshot = snapshot();
+    let route = snapshot.routes.find(
+        token_sidecar::routes::Scheme::Https,
+        "signed.example.com",
+        443,
+        "/rest/api/3/search",
+        &http::Method::GET,
+    );
+    let route = *route.expect("the signed route matches");
+    let uri: http::Uri =
+        "https://signed.example.com/rest/api/3/search?jql=project%20%3D%20X&maxResults=50&fields=a&fields=b"
+            .parse()
+            .expect("uri");
+    let mut group = c.benchmark_group("request_path/per_request");
+    for (name, token) in
+        [("hs256_qsh", "atlassian"), ("es256_coinbase", "coinbase_es256"), ("eddsa_coinbase", "coinbase_eddsa")]
+    {
+        let mut template = headers(false);
+        template
+            .insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("JWT {{/{token}}}")).expect("value"));
+        {
+            let tokens = RequestTokens::load(Arc::clone(&snapshot), route, SystemTime::now());
+            let mut probe = template.clone();
+            tokens.begin_headers(&http::Method::GET, &uri, &probe);
+            substitute_headers(&mut probe, &tokens).expect("signed");
+            assert!(probe["authorization"].as_bytes().starts_with(b"JWT eyJ"), "{name}: signed per request");
+        }
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || template.clone(),
+                |h| {
+                    let tokens = RequestTokens::load(Arc::clone(&snapshot), route, SystemTime::now());
+                    tokens.begin_headers(&http::Method::GET, &uri, h);
+                    substitute_headers(black_box(h), &tokens).expect("signed");
+                    tokens
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+
+    let key = snapshot.config.tokens["dpop_key"].dpop_key().expect("a DPoP key");
+    c.bench_function("request_path/dpop_proof/es256", |b| {
+        b.iter(|| {
+            black_box(key.proof("GET", "https://api.example.com/v1/users", Some(b"access-token"), SystemTime::now()))
+        })
+    });
+}
+
 fn config() -> Criterion {
     Criterion::default().sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2))
 }
@@ -169,6 +265,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_request_path
+    targets = bench_request_path, bench_per_request
 }
 criterion_main!(benches);

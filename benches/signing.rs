@@ -1,9 +1,9 @@
-//! Signing cost per algorithm: `TokenDefinition::mint` for all 12 algorithms, plus RS256 and
+//! Signing cost per algorithm: `TokenDefinition::mint` for all 13 algorithms, plus RS256 and
 //! PS256 with a 4096-bit RSA key.
 //!
 //! This is what a refresher spends on the blocking pool once per token lifetime, never on the
 //! request path. Demo keys from `examples/keys` are used where they exist (RSA-2048, P-256,
-//! Ed25519, a 32-byte HMAC secret); the rest (P-384, RSA-4096, 48- and 64-byte HMAC secrets)
+//! Ed25519, a 32-byte HMAC secret); the rest (P-384, P-521, RSA-4096, 48- and 64-byte HMAC secrets)
 //! are generated at start with `token_sidecar::keygen::generate` into a temporary folder.
 //! Every token carries the same four claims plus `iat` and `exp`.
 
@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use jsonwebtoken::Algorithm;
 use token_sidecar::config::Config;
 use token_sidecar::keygen::generate;
+use token_sidecar::tokens::algorithm::Algorithm;
 
 /// (bench name, algorithm, key type, key file).
 type Case = (&'static str, &'static str, &'static str, String);
@@ -33,6 +33,7 @@ fn cases(demo: &Path, generated: &Path) -> Vec<Case> {
         ("HS512", "HS512", "Base64Secret", gen(Algorithm::HS512, None, "hs512")),
         ("ES256", "ES256", "EcPem", demo_file("demo-ec.key.pem")),
         ("ES384", "ES384", "EcPem", gen(Algorithm::ES384, None, "ec384")),
+        ("ES512", "ES512", "EcPem", gen(Algorithm::ES512, None, "ec521")),
         ("RS256", "RS256", "RsaPem", rsa.clone()),
         ("RS384", "RS384", "RsaPem", rsa.clone()),
         ("RS512", "RS512", "RsaPem", rsa.clone()),

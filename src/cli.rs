@@ -57,22 +57,36 @@ pub enum Command {
     Sign {
         /// The token's name, as in [tokens.NAME].
         name: String,
+        /// For a per_request token: the request to sign for, as "METHOD URL", e.g.
+        /// "GET https://your-site.atlassian.net/rest/api/3/search?jql=x". The token's
+        /// body_sha256 is that of an empty body, and ath needs no Authorization header here.
+        #[arg(long)]
+        request: Option<String>,
     },
 
-    /// Generate a new signing key (PEM private key, PEM public key, public JWK).
+    /// Generate a new signing key (PEM private key, PEM public key, public JWK), or a
+    /// recipient key pair for encrypted tokens.
     ///
     /// RS*/PS* write an RSA key (--bits 2048, 3072 or 4096), ES256 a P-256 key, ES384 a P-384
-    /// key, EdDSA an Ed25519 key, and HS* a random base64 secret. The private key file is
-    /// created with mode 0600 and existing files are never overwritten.
-    /// Example: token-sidecar keygen --alg RS256 --kid acme-2026 --out keys/
+    /// key, ES512 a P-521 key, EdDSA an Ed25519 key, and HS* a random base64 secret.
+    /// RSA-OAEP and RSA-OAEP-256 write an RSA recipient key pair, ECDH-ES (and ECDH-ES+A128KW,
+    /// +A192KW, +A256KW) an EC or X25519 one (--crv), A128KW/A192KW/A256KW a shared key; the
+    /// printed [tokens.NAME.encrypt] table names the public key, and the private key is the
+    /// recipient's. Private key files are created with mode 0600 and existing files are never
+    /// overwritten. Examples: token-sidecar keygen --alg RS256 --kid acme-2026 --out keys/;
+    /// token-sidecar keygen --alg ECDH-ES --crv X25519 --name partner --out keys/
     Keygen {
-        /// Algorithm the key is for (HS256, HS384, HS512, ES256, ES384, RS256, RS384, RS512,
-        /// PS256, PS384, PS512, EdDSA).
+        /// Algorithm the key is for (HS256, HS384, HS512, ES256, ES384, ES512, RS256, RS384,
+        /// RS512, PS256, PS384, PS512, EdDSA; for encryption RSA-OAEP, RSA-OAEP-256, ECDH-ES,
+        /// ECDH-ES+A128KW, ECDH-ES+A192KW, ECDH-ES+A256KW, A128KW, A192KW, A256KW).
         #[arg(long)]
         alg: String,
         /// RSA modulus size.
         #[arg(long)]
         bits: Option<usize>,
+        /// Curve of an ECDH-ES recipient key: P-256 (default), P-384, P-521 or X25519.
+        #[arg(long)]
+        crv: Option<String>,
         /// Folder to write the files to.
         #[arg(long, default_value = ".")]
         out: PathBuf,

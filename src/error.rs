@@ -71,6 +71,11 @@ pub enum ProxyError {
     /// Over a route's or a caller's rate limit.
     #[error("{what} is over its rate limit; retry after {retry_after} s")]
     RateLimited { what: String, retry_after: u64 },
+    #[error(
+        "the request carries a token that signs a hash of the body (body_sha256), so the body is read whole \
+         before the headers are sent; this body is larger than [proxy] max_buffered_body ({0} bytes) or streams"
+    )]
+    BodyTooLargeToSign(u64),
 }
 
 impl ProxyError {
@@ -83,6 +88,8 @@ impl ProxyError {
                 RefusalKind::NotBound => "placeholder_not_allowed",
                 RefusalKind::Unavailable => "token_unavailable",
                 RefusalKind::NotAllowedHere => "placeholder_not_allowed_here",
+                RefusalKind::Misplaced => "per_request_token_misplaced",
+                RefusalKind::Unsignable => "request_not_signable",
             },
             ProxyError::UnmatchedDenied(_) => "unmatched_denied",
             ProxyError::InterceptionDisabled(_) => "interception_disabled",
@@ -104,6 +111,7 @@ impl ProxyError {
             ProxyError::ProxyAuthRequired(_) => "proxy_auth_required",
             ProxyError::NotAllowedHere { .. } => "placeholder_not_allowed_here",
             ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::BodyTooLargeToSign(_) => "body_too_large_to_sign",
         }
     }
 
@@ -120,9 +128,11 @@ impl ProxyError {
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BodyTooLargeToSign(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Refused(r) => match r.kind {
                 RefusalKind::NotBound | RefusalKind::NotAllowedHere => StatusCode::FORBIDDEN,
                 RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                RefusalKind::Misplaced | RefusalKind::Unsignable => StatusCode::BAD_REQUEST,
             },
             ProxyError::PolicyDenied(_) | ProxyError::NotAllowedHere { .. } => StatusCode::FORBIDDEN,
             ProxyError::ProxyAuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,

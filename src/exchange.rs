@@ -22,6 +22,7 @@ use crate::proxy::upstream::Upstream;
 use crate::proxy::{BoxError, ProxyBody};
 use crate::store::{Mint, MintFuture, TokenCell};
 use crate::substitute::{substitute, Resolution, Resolve};
+use crate::tokens::dpop::{asks_for_nonce, DpopKey, Server};
 use crate::tokens::oauth2::{ExchangeBody, ExchangeDefinition, ResponseSpec};
 use crate::tokens::{MintError, MintedToken, TokenDefinition};
 
@@ -47,6 +48,8 @@ pub struct Exchanger {
     definition: ExchangeDefinition,
     upstream: ArcSwap<Upstream>,
     dependencies: HashMap<String, Dependency>,
+    /// `dpop`: the key whose proofs go with the token request (RFC 9449 §5).
+    dpop: Option<Arc<DpopKey>>,
 }
 
 impl Exchanger {
@@ -61,7 +64,7 @@ impl Exchanger {
     ) -> Option<Exchanger> {
         let definition = token.exchange()?.clone();
         let mut dependencies = HashMap::new();
-        for reference in &definition.references {
+        for reference in definition.references.iter().filter(|r| r.kind != Some("dpop")) {
             let Some(name) = dependency_name(&reference.name, tokens) else { continue };
             let Some(def) = tokens.get(name) else { continue };
             let dependency = match def.exchange() {
@@ -70,17 +73,51 @@ impl Exchanger {
             };
             dependencies.insert(name.to_string(), dependency);
         }
-        Some(Exchanger { name: token.name.clone(), definition, upstream: ArcSwap::new(upstream), dependencies })
+        let dpop = definition.dpop.as_ref().and_then(|n| tokens.get(n)).and_then(|d| d.dpop_key().cloned());
+        Some(Exchanger { name: token.name.clone(), definition, upstream: ArcSwap::new(upstream), dependencies, dpop })
     }
 
+    /// Exchanges once; with DPoP, once more when the endpoint asks for a nonce
+    /// (`use_dpop_nonce`, RFC 9449 §8), with the tokens it uses signed afresh.
     async fn exchange(&self, now: SystemTime) -> Result<MintedToken, MintError> {
+        let (mut status, headers, mut body) = self.attempt(now).await?;
+        if let Some(dpop) = &self.dpop {
+            let new_nonce = self.note_nonce(dpop, &headers);
+            if !status.is_success() && new_nonce && asks_for_nonce(None, Some(&body)) {
+                let (again, headers, answer) = self.attempt(now).await?;
+                self.note_nonce(dpop, &headers);
+                (status, body) = (again, answer);
+            }
+        }
+        if !status.is_success() {
+            return Err(MintError::Exchange(rejection(status.as_u16(), &body)));
+        }
+        read_answer(&self.definition.response, &self.definition.expose, &body, now)
+    }
+
+    /// Keeps a `DPoP-Nonce` the token endpoint sent; whether there was one.
+    fn note_nonce(&self, dpop: &DpopKey, headers: &http::HeaderMap) -> bool {
+        let server = Server::authorization(&htu_of(&self.definition.token_url));
+        headers.get("dpop-nonce").is_some_and(|n| dpop.remember_nonce(server, n.as_bytes()))
+    }
+
+    /// One request to the token endpoint: status, headers and the (bounded) answer.
+    async fn attempt(&self, now: SystemTime) -> Result<(http::StatusCode, http::HeaderMap, Bytes), MintError> {
         let values = self.dependency_values(now).await?;
-        let request = self.request(&values)?;
+        let mut request = self.request(&values)?;
+        if let Some(dpop) = &self.dpop {
+            let htu = htu_of(&self.definition.token_url);
+            let proof = dpop.proof(self.definition.method.as_str(), &htu, None, SystemTime::now())?;
+            let value = HeaderValue::from_str(&proof)
+                .map_err(|_| MintError::Sign("DPoP proof is not a header value".into()))?;
+            request.headers_mut().insert("dpop", value);
+        }
         let upstream = self.upstream.load_full();
         let timeout = upstream.request_timeout;
         let answer = tokio::time::timeout(timeout, async {
             let response = upstream.client.request(request).await.map_err(|e| unreachable(&e))?;
             let status = response.status();
+            let headers = response.headers().clone();
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
@@ -92,17 +129,13 @@ impl Exchanger {
                     }
                 })?
                 .to_bytes();
-            Ok::<_, MintError>((status, body))
+            Ok::<_, MintError>((status, headers, body))
         })
         .await
         .map_err(|_| {
             MintError::Exchange(format!("token endpoint did not answer within {}", humantime::format_duration(timeout)))
         })?;
-        let (status, body) = answer?;
-        if !status.is_success() {
-            return Err(MintError::Exchange(rejection(status.as_u16(), &body)));
-        }
-        read_answer(&self.definition.response, &self.definition.expose, &body, now)
+        answer
     }
 
     /// The current value of every token the exchange names, signing jwts afresh.
@@ -221,6 +254,15 @@ impl Mint for Exchanger {
     fn use_upstream(&self, upstream: &Arc<Upstream>) {
         self.upstream.store(Arc::clone(upstream));
     }
+}
+
+/// RFC 9449 `htu`: the URL without query and fragment, default port left out.
+pub fn htu_of(uri: &http::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let host = uri.host().unwrap_or_default();
+    let default = if scheme == "http" { 80 } else { 443 };
+    let port = uri.port_u16().filter(|p| *p != default).map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{host}{port}{}", uri.path())
 }
 
 /// Which token a reference names: the whole name if a token has it, else the part before

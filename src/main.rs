@@ -16,8 +16,10 @@ fn main() -> ExitCode {
             token_sidecar::server::run_blocking(&cli.config)
         }
         Command::Check => check(&cli),
-        Command::Sign { name } => sign(&cli, name),
-        Command::Keygen { alg, bits, out, name, kid } => keygen(alg, *bits, out, name, kid.as_deref()),
+        Command::Sign { name, request } => sign(&cli, name, request.as_deref()),
+        Command::Keygen { alg, bits, crv, out, name, kid } => {
+            keygen(alg, *bits, crv.as_deref(), out, name, kid.as_deref())
+        }
         Command::Ca(CaCommand::Init { out }) => ca_init(out),
         Command::Ca(CaCommand::Export) => ca_export(&cli),
     }
@@ -77,7 +79,7 @@ fn check(cli: &Cli) -> ExitCode {
     }
 }
 
-fn sign(cli: &Cli, name: &str) -> ExitCode {
+fn sign(cli: &Cli, name: &str, request: Option<&str>) -> ExitCode {
     let Some(config) = load_or_report(cli) else {
         return ExitCode::FAILURE;
     };
@@ -86,9 +88,13 @@ fn sign(cli: &Cli, name: &str) -> ExitCode {
         eprintln!("no token named {name:?} in {} (defined: {})", cli.config.display(), known.join(", "));
         return ExitCode::FAILURE;
     };
-    let minted = match token.exchange() {
-        Some(_) => exchange_once(config, name),
-        None => token.mint(SystemTime::now()).map_err(|e| e.to_string()),
+    let minted = match (token.exchange(), token.is_per_request(), token.dpop_key()) {
+        (Some(_), _, _) => exchange_once(config, name),
+        (_, true, _) => sign_per_request(token, request),
+        (_, _, Some(_)) => Err("it is a DPoP key: its proofs are signed for each request that carries the \
+                                oauth2 token naming it"
+            .into()),
+        _ => token.mint(SystemTime::now()).map_err(|e| e.to_string()),
     };
     match minted {
         Ok(minted) => {
@@ -102,12 +108,65 @@ fn sign(cli: &Cli, name: &str) -> ExitCode {
     }
 }
 
-fn keygen(alg: &str, bits: Option<usize>, out: &std::path::Path, name: &str, kid: Option<&str>) -> ExitCode {
-    let Some(alg) = parse_algorithm(alg) else {
-        eprintln!("unknown algorithm {alg:?} (expected one of {})", algorithm_names());
-        return ExitCode::FAILURE;
+/// Signs a per_request token for the request given as "METHOD URL".
+fn sign_per_request(
+    token: &token_sidecar::tokens::TokenDefinition,
+    request: Option<&str>,
+) -> Result<token_sidecar::tokens::MintedToken, String> {
+    use token_sidecar::tokens::per_request::RequestFacts;
+    let request = request.ok_or("it is signed per request: give the request with --request \"METHOD URL\"")?;
+    let (method, url) = request.trim().split_once(' ').ok_or("--request must be \"METHOD URL\"")?;
+    let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("not an HTTP method: {method:?}"))?;
+    let uri: http::Uri = url.trim().parse().map_err(|e| format!("not a URL ({e}): {url:?}"))?;
+    if uri.scheme().is_none() || uri.host().is_none() {
+        return Err(format!("the URL must be absolute (https://host/path): {url:?}"));
+    }
+    let empty_body = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"");
+    let mut body_sha256 = [0u8; 32];
+    body_sha256.copy_from_slice(empty_body.as_ref());
+    let facts = RequestFacts {
+        method,
+        uri,
+        authorization: Some(b"Bearer access-token".to_vec()),
+        body_sha256: Some(body_sha256),
     };
-    match token_sidecar::keygen::generate(alg, bits, out, name, kid) {
+    token.sign_request(&facts, SystemTime::now()).map_err(|e| e.to_string())
+}
+
+fn keygen(
+    alg: &str,
+    bits: Option<usize>,
+    crv: Option<&str>,
+    out: &std::path::Path,
+    name: &str,
+    kid: Option<&str>,
+) -> ExitCode {
+    use token_sidecar::tokens::jwe::key_management::{EcdhCurve, KeyAlgorithm, KEY_ALGORITHMS};
+    let generated = match (parse_algorithm(alg), KeyAlgorithm::parse(alg)) {
+        (Some(alg), _) if crv.is_none() => token_sidecar::keygen::generate(alg, bits, out, name, kid),
+        (Some(_), _) => Err(token_sidecar::keygen::KeygenError::Curve),
+        (None, Some(alg)) => {
+            let curve = match crv.map(|c| EcdhCurve::from_name(c).ok_or(c)) {
+                Some(Err(c)) => {
+                    eprintln!("unknown curve {c:?} (expected P-256, P-384, P-521 or X25519)");
+                    return ExitCode::FAILURE;
+                }
+                Some(Ok(c)) => Some(c),
+                None => None,
+            };
+            token_sidecar::keygen::generate_recipient(alg, curve, bits, out, name, kid)
+        }
+        (None, None) => {
+            let encryption: Vec<&str> = KEY_ALGORITHMS.iter().map(|(n, _)| *n).filter(|n| *n != "dir").collect();
+            eprintln!(
+                "unknown algorithm {alg:?} (expected one of {}; for encrypted tokens {})",
+                algorithm_names(),
+                encryption.join(", ")
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match generated {
         Ok(generated) => {
             for f in &generated.files {
                 eprintln!("wrote {}", f.display());

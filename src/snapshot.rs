@@ -22,6 +22,7 @@ use crate::routes::RouteTable;
 use crate::store::{Mint, TokenCell};
 use crate::substitute::{Redactions, RefusalKind, Refused, Resolution, Resolve};
 use crate::tls::Interceptor;
+use crate::tokens::request_bound::{Bound, RequestBound};
 use crate::tokens::{MintError, MintedToken};
 
 /// One route, ready for the request path.
@@ -45,6 +46,8 @@ pub struct CompiledRoute {
     pub cache: Option<Arc<RouteCache>>,
     /// `proxy_request_duration_seconds` for this route, registered once.
     pub duration: metrics::Histogram,
+    /// Per binding: what it signs per request (`per_request` tokens, DPoP proofs), if anything.
+    pub bound: Vec<Option<Bound>>,
 }
 
 /// Everything a request needs, consistent with one config file.
@@ -187,8 +190,11 @@ impl Snapshot {
             Some(p) if p.cache.fits(&config.cache) => Arc::clone(&p.cache),
             _ => Cache::new(&config.cache),
         };
-        let compiled: Vec<CompiledRoute> =
-            config.routes.iter().map(|r| compile_route(r, &cells, route_cache(r, &config, previous))).collect();
+        let compiled: Vec<CompiledRoute> = config
+            .routes
+            .iter()
+            .map(|r| compile_route(r, &cells, &config.tokens, route_cache(r, &config, previous)))
+            .collect();
         let interceptor = match (&config.tls, previous.and_then(|p| p.interceptor.as_ref())) {
             (None, _) => None,
             (Some(tls), Some(old)) if old.is_current(tls) => Some(Arc::clone(old)),
@@ -279,14 +285,17 @@ async fn purge_retired_generations(previous: &Snapshot, compiled: &[CompiledRout
 fn compile_route(
     r: &RouteDefinition,
     cells: &HashMap<String, Arc<TokenCell>>,
+    tokens: &std::collections::BTreeMap<String, crate::tokens::TokenDefinition>,
     cache: Option<Arc<RouteCache>>,
 ) -> CompiledRoute {
+    let mut bound = Vec::new();
     let bindings = r
         .bindings
         .iter()
         .filter_map(|(placeholder, token)| {
             let cell = cells.get(token)?;
             let counter = metrics::counter!("substitutions_total", "token" => token.clone());
+            bound.push(tokens.get(token).and_then(|def| Bound::of(def, tokens)));
             Some((placeholder.clone().into_boxed_str(), Arc::clone(cell), counter))
         })
         .collect();
@@ -308,6 +317,7 @@ fn compile_route(
         upstream_http2: r.upstream_http2,
         cache,
         duration,
+        bound,
     }
 }
 
@@ -323,6 +333,11 @@ pub struct RequestTokens {
     values: Vec<Option<Arc<MintedToken>>>,
     /// Which bindings were written into the request, for the send-time check and redaction.
     used: Vec<AtomicBool>,
+    /// Values signed for this request alone (per-request tokens, DPoP proofs), when the route
+    /// has any.
+    bound: Option<RequestBound>,
+    /// Set while the `Authorization` header is read ahead for `ath`: not counted as written.
+    quiet: AtomicBool,
 }
 
 impl RequestTokens {
@@ -333,7 +348,73 @@ impl RequestTokens {
             .map(|r| r.bindings.iter().map(|(_, cell, _)| cell.current(now)).collect())
             .unwrap_or_default();
         let used = values.iter().map(|_| AtomicBool::new(false)).collect();
-        RequestTokens { snapshot, route, values, used }
+        let bound = snapshot.compiled.get(route).and_then(|r| RequestBound::new(&r.bound));
+        RequestTokens { snapshot, route, values, used, bound, quiet: AtomicBool::new(false) }
+    }
+
+    /// Whether the request's headers write a token that signs the body's hash, so the body
+    /// must be read whole (and its hash given with [`Self::set_body_sha256`]) before them.
+    pub fn needs_body(&self, headers: &http::HeaderMap) -> bool {
+        let (Some(bound), Some(route)) = (&self.bound, self.snapshot.compiled.get(self.route)) else { return false };
+        let names: Vec<&str> = route.bindings.iter().map(|(n, _, _)| &**n).collect();
+        bound.needs_body(&names, headers)
+    }
+
+    pub fn set_body_sha256(&self, digest: [u8; 32]) {
+        if let Some(bound) = &self.bound {
+            bound.set_body_sha256(digest);
+        }
+    }
+
+    /// Called with the upstream URI once the target is filled in, before the headers are:
+    /// per-request tokens in the headers are signed over this request.
+    pub fn begin_headers(&self, method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) {
+        let Some(bound) = &self.bound else { return };
+        let authorization = bound.needs_authorization().then(|| {
+            let value = crate::tokens::request_bound::authorization(headers)?;
+            self.quiet.store(true, Ordering::Relaxed);
+            let filled = crate::substitute::substitute(value.as_bytes(), self).ok().map(|v| v.into_owned());
+            self.quiet.store(false, Ordering::Relaxed);
+            filled
+        });
+        bound.begin_headers(method, uri, authorization.flatten());
+    }
+
+    /// Called once the headers are filled in: attaches DPoP proofs for the exchanged tokens
+    /// the headers carry.
+    pub fn finish_headers(&self, headers: &mut http::HeaderMap) -> Result<(), crate::error::ProxyError> {
+        let Some(bound) = &self.bound else { return Ok(()) };
+        let value = |i: usize| {
+            self.used.get(i).filter(|u| u.load(Ordering::Relaxed))?;
+            self.values.get(i)?.as_ref().map(|t| t.value.clone())
+        };
+        bound.finish_headers(headers, value, SystemTime::now()).map_err(|e| {
+            crate::error::ProxyError::Refused(Refused {
+                name: format!("DPoP proof ({e})"),
+                kind: RefusalKind::Unavailable,
+            })
+        })
+    }
+
+    /// Reads the upstream's answer: keeps DPoP nonces, and says whether to send the request
+    /// once more with the nonce the answer asks for.
+    pub fn retry_for_dpop_nonce(&self, response: &http::Response<crate::proxy::ProxyBody>) -> bool {
+        let Some(bound) = &self.bound else { return false };
+        let used = |i: usize| self.used.get(i).is_some_and(|u| u.load(Ordering::Relaxed));
+        bound.observe_response(response.status(), response.headers(), used)
+    }
+
+    /// Whether the route carries DPoP-bound tokens (whose requests a nonce may retry).
+    pub fn has_dpop(&self) -> bool {
+        self.bound.as_ref().is_some_and(RequestBound::has_dpop)
+    }
+
+    /// The value written for binding `i`: signed for this request, or loaded at its start.
+    fn value(&self, i: usize) -> Option<Arc<MintedToken>> {
+        match &self.bound {
+            Some(bound) if bound.is_per_request(i) => bound.signed(i),
+            _ => self.values.get(i).cloned().flatten(),
+        }
     }
 
     /// Refuses the request if a token it carries has expired by `now`: checked when the
@@ -344,7 +425,7 @@ impl RequestTokens {
             if !used.load(Ordering::Relaxed) {
                 continue;
             }
-            let expired = self.values.get(i).and_then(Option::as_ref).is_none_or(|t| t.expires_at <= now);
+            let expired = self.value(i).is_none_or(|t| t.expires_at <= now);
             if expired {
                 let name = route.bindings.get(i).map_or_else(String::new, |(n, _, _)| n.to_string());
                 return Err(Refused { name, kind: RefusalKind::Unavailable });
@@ -405,7 +486,7 @@ impl RequestTokens {
         let route = self.snapshot.compiled.get(self.route)?;
         let used = self.used.iter().enumerate().filter(|(_, u)| u.load(Ordering::Relaxed));
         Redactions::new(used.filter_map(|(i, _)| {
-            let value = self.values.get(i)?.as_ref()?.value.clone();
+            let value = self.value(i)?.value.clone();
             let (placeholder, cell, _) = route.bindings.get(i)?;
             let counter = metrics::counter!("redactions_total", "token" => cell.name().to_string());
             Some((value, format!("{{/{placeholder}}}"), counter))
@@ -427,7 +508,19 @@ impl Resolve for RequestTokens {
             },
         };
         if let Some(i) = binding {
-            return match self.values.get(i).cloned().flatten() {
+            let value = match &self.bound {
+                Some(bound) if bound.is_per_request(i) => {
+                    if field.is_some() {
+                        return Resolution::Unknown;
+                    }
+                    match bound.resolve(i, SystemTime::now()) {
+                        Ok(token) => Some(token),
+                        Err(refusal) => return refusal,
+                    }
+                }
+                _ => self.values.get(i).cloned().flatten(),
+            };
+            return match value {
                 // Checked at every write: a body that streams past the token's expiry gets
                 // an error, never the expired token.
                 Some(token) if token.expires_at > SystemTime::now() => {
@@ -438,9 +531,11 @@ impl Resolve for RequestTokens {
                             None => return Resolution::Unknown,
                         },
                     };
-                    route.bindings[i].2.increment(1);
-                    if let Some(used) = self.used.get(i) {
-                        used.store(true, Ordering::Relaxed);
+                    if !self.quiet.load(Ordering::Relaxed) {
+                        route.bindings[i].2.increment(1);
+                        if let Some(used) = self.used.get(i) {
+                            used.store(true, Ordering::Relaxed);
+                        }
                     }
                     Resolution::Value(value)
                 }

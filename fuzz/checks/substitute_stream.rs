@@ -69,9 +69,7 @@ fn reference(input: &[u8], resolver: &dyn Resolve) -> Result<Vec<u8>, Refused> {
                     Resolution::Unavailable => {
                         return Err(Refused { name: name.to_owned(), kind: RefusalKind::Unavailable });
                     }
-                    Resolution::NotAllowedHere => {
-                        return Err(Refused { name: name.to_owned(), kind: RefusalKind::NotAllowedHere });
-                    }
+                    Resolution::Refused(kind) => return Err(Refused { name: name.to_owned(), kind }),
                 }
             }
         }

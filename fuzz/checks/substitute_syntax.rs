@@ -124,9 +124,7 @@ fn reference(input: &[u8], syntax: Syntax, resolver: &dyn Resolve) -> Result<Vec
                 Resolution::Unavailable => {
                     return Err(Refused { name: name.to_owned(), kind: RefusalKind::Unavailable })
                 }
-                Resolution::NotAllowedHere => {
-                    return Err(Refused { name: name.to_owned(), kind: RefusalKind::NotAllowedHere })
-                }
+                Resolution::Refused(kind) => return Err(Refused { name: name.to_owned(), kind }),
             };
             out.extend_from_slice(written.as_deref().unwrap_or(&input[i..i + len]));
             i += len;

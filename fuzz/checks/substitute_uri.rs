@@ -95,9 +95,7 @@ fn reference(input: &str, resolver: &dyn Resolve) -> Result<String, Refused> {
                 Resolution::Unavailable => {
                     return Err(Refused { name: name.to_owned(), kind: RefusalKind::Unavailable });
                 }
-                Resolution::NotAllowedHere => {
-                    return Err(Refused { name: name.to_owned(), kind: RefusalKind::NotAllowedHere });
-                }
+                Resolution::Refused(kind) => return Err(Refused { name: name.to_owned(), kind }),
             }
         }
         out.push(bytes[i]);

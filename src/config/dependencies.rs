@@ -37,6 +37,16 @@ pub(super) fn check(raw: &RawConfig, tokens: &mut BTreeMap<String, TokenDefiniti
                     );
                 }
             }
+            if target.is_per_request() {
+                c.error(
+                    reference.span.clone(),
+                    &reference.key_path,
+                    format!(
+                        "{name:?} is a per_request token, signed for each proxied request; an exchange signs the \
+                         tokens it uses afresh anyway, so name a token without per_request"
+                    ),
+                );
+            }
             if let Some(field) = reference.name.strip_prefix(name).and_then(|rest| rest.strip_prefix('.')) {
                 let exposes = target.exchange().is_some_and(|e| e.expose.iter().any(|(f, _)| &**f == field));
                 if !exposes {

@@ -129,6 +129,35 @@ pub struct RawToken {
     pub expose: BTreeMap<String, Spanned<String>>,
     /// With `[fleet]`: whether this exchanged token is shared with the fleet (default true).
     pub shared: Option<Spanned<bool>>,
+    /// `[tokens.NAME.encrypt]`: the signed token is encrypted for its recipient (JWE).
+    pub encrypt: Option<Spanned<RawEncrypt>>,
+    /// Sign this token for every request, over claims derived from the request.
+    pub per_request: Option<Spanned<bool>>,
+    /// `claim = "derived value"` for `per_request` tokens.
+    #[serde(default)]
+    pub request_claims: BTreeMap<String, Spanned<String>>,
+    /// `header field = "derived value"` for `per_request` tokens (Coinbase's `nonce`).
+    #[serde(default)]
+    pub request_header: BTreeMap<String, Spanned<String>>,
+    /// Accept a slow algorithm (RSA, ES384, ES512) for signing on the request path.
+    pub allow_slow_signing: Option<Spanned<bool>>,
+    /// Path prefix dropped before `query_hash_atlassian` (the app's base URL path).
+    pub context_path: Option<Spanned<String>>,
+    /// `kind = "oauth2"`: the `kind = "dpop"` token whose key proves possession (RFC 9449).
+    pub dpop: Option<Spanned<String>>,
+}
+
+/// `[tokens.NAME.encrypt]`: the recipient and algorithms of an encrypted token.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawEncrypt {
+    pub alg: Option<Spanned<String>>,
+    pub enc: Option<Spanned<String>>,
+    pub kid: Option<Spanned<String>>,
+    pub key_type: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub key_env: Option<Spanned<String>>,
 }
 
 /// `[tokens.NAME.request]`: the token endpoint request of `grant = "custom"`.

@@ -69,7 +69,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
         }
         let ctx = tokens::BuildContext { name, key_path: &key_path, base_dir: &base_dir };
         if let Some(def) = tokens::TokenDefinition::build(&ctx, raw_token, &mut c) {
-            watched_files.extend(def.key_file().map(Path::to_path_buf));
+            watched_files.extend(def.watched_files().map(Path::to_path_buf));
             tokens.insert(name.clone(), def);
         }
     }
@@ -290,8 +290,15 @@ fn route(
         .collect();
 
     let mut bindings = BTreeMap::new();
+    // A DPoP key has no value to write; the oauth2 token that names it carries its proofs.
+    let is_dpop_key = |name: &str| {
+        raw.tokens.get(name).and_then(|t| t.get_ref().kind.as_ref()).is_some_and(|k| k.get_ref() == "dpop")
+    };
+    let dpop_message = "is a kind = \"dpop\" key, which is never written into a request; bind the oauth2 token that names it in `dpop`";
     for t in &r.tokens {
-        if raw.tokens.contains_key(t.get_ref()) {
+        if is_dpop_key(t.get_ref()) {
+            c.error(t.span(), format!("{prefix}.tokens"), format!("{:?} {dpop_message}", t.get_ref()));
+        } else if raw.tokens.contains_key(t.get_ref()) {
             bindings.insert(t.get_ref().clone(), t.get_ref().clone());
         } else {
             c.error(t.span(), format!("{prefix}.tokens"), unknown_token(t.get_ref(), raw));
@@ -303,6 +310,8 @@ fn route(
             c.error(target.span(), &key, "a placeholder name must be 1 to 64 of A-Z a-z 0-9 _ . -");
         } else if !raw.tokens.contains_key(target.get_ref()) {
             c.error(target.span(), &key, unknown_token(target.get_ref(), raw));
+        } else if is_dpop_key(target.get_ref()) {
+            c.error(target.span(), &key, format!("{:?} {dpop_message}", target.get_ref()));
         } else if raw.tokens.contains_key(alias) && alias != target.get_ref() {
             c.error(target.span(), &key, "this alias hides a token of the same name; choose another alias");
         } else {

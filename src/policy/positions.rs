@@ -199,7 +199,7 @@ impl Resolve for Placed {
                         allowed: allowed.written.join(", "),
                     });
                 }
-                return Resolution::NotAllowedHere;
+                return Resolution::Refused(RefusalKind::NotAllowedHere);
             }
         }
         self.tokens.resolve(name)

@@ -103,6 +103,7 @@ impl ReadBody {
 
 /// Reads a body ahead of substitution: whole when it ends within `max_buffered_body`, else
 /// up to that point (the rest then streams). Bytes read are taken from the shared budget.
+/// Empty, encoded and gRPC bodies are left unread.
 pub async fn read(body: ClientBody, headers: &HeaderMap, limits: &BodyLimits<'_>) -> Result<ReadBody, ProxyError> {
     if body.is_end_stream() || is_encoded(headers) || super::protocol::is_grpc(headers) {
         // Compressed bytes cannot be scanned; gRPC messages are length-prefixed, so a
@@ -110,14 +111,17 @@ pub async fn read(body: ClientBody, headers: &HeaderMap, limits: &BodyLimits<'_>
         // sends its next message only after an answer: it must not be held back).
         return Ok(ReadBody(Read::Untouched(body)));
     }
+    read_limited(body, limits).await.map(ReadBody)
+}
+
+/// Reads up to the limit: if the body ends within it, it is returned whole. Chunks are joined
+/// as they arrive, so a body of a million one-byte chunks costs its bytes, not a million
+/// frames.
+async fn read_limited(body: ClientBody, limits: &BodyLimits<'_>) -> Result<Read, ProxyError> {
     let declared = body.size_hint().exact();
     if declared.is_some_and(|n| n > limits.max_buffered) {
-        return Ok(ReadBody(Read::Streaming(Prefixed::new(Buffered::default(), body))));
+        return Ok(Read::Streaming(Prefixed::new(Buffered::default(), body)));
     }
-
-    // Read up to the limit: if the body ends within it, rewrite it whole. Chunks are joined
-    // as they arrive, so a body of a million one-byte chunks costs its bytes, not a million
-    // frames.
     let mut body = body;
     let mut read = Buffered::default();
     let mut reservation = limits.budget.reservation();
@@ -137,14 +141,105 @@ pub async fn read(body: ClientBody, headers: &HeaderMap, limits: &BodyLimits<'_>
                         // Too big to rewrite whole: stream it, the part read so far first.
                         // The reservation goes with the prefix until it has been sent.
                         read.reservation = Some(reservation);
-                        return Ok(ReadBody(Read::Streaming(Prefixed::new(read, body))));
+                        return Ok(Read::Streaming(Prefixed::new(read, body)));
                     }
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
             },
         }
     }
-    Ok(ReadBody(Read::Whole { raw: read.take_all(), trailers, reservation }))
+    Ok(Read::Whole { raw: read.take_all(), trailers, reservation })
+}
+
+/// A routed request's body before its headers are filled in: not substituted yet, or (for a
+/// token that signs its hash) already read and substituted.
+pub enum Pending {
+    Unsubstituted(RequestBody),
+    Ready(ProxyBody, Option<Replayable>),
+}
+
+/// Reads the body first when the request's headers write a token that signs it
+/// ([`read_for_signing`]); otherwise leaves it for [`finish`].
+pub async fn read_first_if_signed(
+    body: RequestBody,
+    headers: &mut HeaderMap,
+    tokens: &Arc<dyn Resolve>,
+    limits: &BodyLimits<'_>,
+    signing: &crate::snapshot::RequestTokens,
+) -> Result<Pending, ProxyError> {
+    if !signing.needs_body(headers) {
+        return Ok(Pending::Unsubstituted(body));
+    }
+    let empty = match &body {
+        RequestBody::Client(client) => client.is_end_stream(),
+        RequestBody::Read(read) => read.whole().is_some_and(Bytes::is_empty),
+    };
+    if empty {
+        // No body: its hash is that of nothing, and it is sent as before (no length added).
+        signing.set_body_sha256(sha256(&[]));
+        return Ok(Pending::Unsubstituted(body));
+    }
+    let (body, replay) = read_for_signing(body, headers, Arc::clone(tokens), limits, signing).await?;
+    Ok(Pending::Ready(body, replay))
+}
+
+/// The body to send: substituted now ([`substituted`]) unless it already was.
+pub async fn finish(
+    pending: Pending,
+    method: &Method,
+    headers: &mut HeaderMap,
+    tokens: Arc<dyn Resolve>,
+    limits: BodyLimits<'_>,
+) -> Result<(ProxyBody, Option<Replayable>), ProxyError> {
+    match pending {
+        Pending::Unsubstituted(body) => substituted(body, method, headers, tokens, limits).await,
+        Pending::Ready(body, replay) => Ok((body, replay)),
+    }
+}
+
+/// Reads a routed request's body whole and substitutes it before its headers, for a token
+/// that signs the body's hash (`body_sha256`): the hash of the body as it will be sent is
+/// handed to `signing` before the headers are filled in. A compressed body is hashed as it
+/// is (it is not rewritten). A body larger than `max_buffered` cannot be hashed before it is
+/// sent: 413 `body_too_large_to_sign`. Such a request is not replayed after a 401.
+async fn read_for_signing(
+    body: RequestBody,
+    headers: &mut HeaderMap,
+    tokens: Arc<dyn Resolve>,
+    limits: &BodyLimits<'_>,
+    signing: &crate::snapshot::RequestTokens,
+) -> Result<(ProxyBody, Option<Replayable>), ProxyError> {
+    let read = match body {
+        RequestBody::Client(client) => read_limited(client, limits).await?,
+        // Left unread by the cache (encoded or gRPC): read it now.
+        RequestBody::Read(ReadBody(Read::Untouched(client))) => read_limited(client, limits).await?,
+        RequestBody::Read(ReadBody(read)) => read,
+    };
+    let (raw, trailers, reservation) = match read {
+        Read::Whole { raw, trailers, reservation } => (raw, trailers, reservation),
+        Read::Copy { raw, reservation } => (raw, None, reservation),
+        Read::Streaming(_) | Read::Untouched(_) => return Err(ProxyError::BodyTooLargeToSign(limits.max_buffered)),
+    };
+    let mut digest = [0u8; 32];
+    let body = if is_encoded(headers) || super::protocol::is_grpc(headers) {
+        // Sent as it is, so hashed as it is.
+        digest = sha256(&raw);
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(raw.len()));
+        let frames = VecDeque::from([Frame::data(raw)]);
+        Frames { frames, _reservation: reservation }.boxed_unsync()
+    } else {
+        rewrite_whole(raw, trailers, headers, tokens, reservation, Some(&mut digest))?
+    };
+    signing.set_body_sha256(digest);
+    Ok((body, None))
+}
+
+/// The SHA-256 of `bytes`.
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
 }
 
 /// Prepares a routed request's body, substituting placeholders with `tokens`. Adjusts
@@ -171,7 +266,7 @@ pub async fn substituted(
         Read::Streaming(prefixed) => Ok((streamed(prefixed, method, headers, tokens), None)),
         Read::Whole { raw, trailers, reservation } => {
             let replay = Replayable { raw: raw.clone(), trailers: trailers.clone() };
-            Ok((rewrite_whole(raw, trailers, headers, tokens, reservation)?, Some(replay)))
+            Ok((rewrite_whole(raw, trailers, headers, tokens, reservation, None)?, Some(replay)))
         }
         Read::Copy { raw, .. } if raw.is_empty() => {
             let empty = http_body_util::Empty::new().map_err(|never| -> BoxError { match never {} }).boxed_unsync();
@@ -179,7 +274,7 @@ pub async fn substituted(
         }
         Read::Copy { raw, reservation } => {
             let replay = Replayable { raw: raw.clone(), trailers: None };
-            Ok((rewrite_whole(raw, None, headers, tokens, reservation)?, Some(replay)))
+            Ok((rewrite_whole(raw, None, headers, tokens, reservation, None)?, Some(replay)))
         }
     }
 }
@@ -206,17 +301,18 @@ pub fn replay(
     if !reservation.grow(body.raw.len() as u64, budget_limit) {
         return Err(ProxyError::Overloaded);
     }
-    rewrite_whole(body.raw.clone(), body.trailers.clone(), headers, tokens, reservation)
+    rewrite_whole(body.raw.clone(), body.trailers.clone(), headers, tokens, reservation, None)
 }
 
 /// Substitutes a body read whole and frames it with its exact length (or chunked, to carry
-/// trailers).
+/// trailers). With `digest`, writes the SHA-256 of the body as it will be sent there.
 fn rewrite_whole(
     whole: Bytes,
     trailers: Option<HeaderMap>,
     headers: &mut HeaderMap,
     tokens: Arc<dyn Resolve>,
     reservation: Reservation,
+    digest: Option<&mut [u8; 32]>,
 ) -> Result<ProxyBody, ProxyError> {
     let mut substituter = BodySubstituter::with_syntax(Arc::clone(&tokens), Syntax::for_body(headers));
     let mut pieces = Vec::new();
@@ -232,6 +328,11 @@ fn rewrite_whole(
         }
     }
     substituter.finish(&mut pieces);
+    if let Some(out) = digest {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        pieces.iter().for_each(|p| ctx.update(p));
+        out.copy_from_slice(ctx.finish().as_ref());
+    }
     headers.remove(header::TRANSFER_ENCODING);
     // The pieces (text slices and token values) are sent as they are, without joining them:
     // the exact Content-Length is their sum.

@@ -224,10 +224,11 @@ async fn fetch(
     // An upstream's 401 to an exchanged token may mean the issuer revoked it early: keep the
     // request as the client wrote it, to send again once with a renewed token.
     let retry = compiled.retry_on_401 && compiled.bindings.iter().any(|(_, cell, _)| cell.renews_on_rejection());
-    let unsubstituted = retry.then(|| (parts.method.clone(), parts.headers.clone()));
-    let head = Head { snapshot, compiled, target: &target, path_and_query: &path_and_query };
-
     let mut tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
+    // A DPoP server may ask for a nonce with a 401: the request is then sent again with it.
+    let unsubstituted = (retry || tokens.has_dpop()).then(|| (parts.method.clone(), parts.headers.clone()));
+    let method = parts.method.clone();
+    let head = Head { snapshot, compiled, target: &target, path_and_query: &path_and_query, method: &method };
     if let Some(entry) = seen.as_deref_mut().and_then(|s| s.audit.as_mut()) {
         entry.tokens = Some(Arc::clone(&tokens));
     }
@@ -236,19 +237,22 @@ async fn fetch(
     if let Some(seen) = seen.as_deref_mut() {
         seen.explainer = resolvers.explainer();
     }
-    let uri = head.substitute(&mut parts.headers, &resolvers)?;
     let limits =
         BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
-    let (body, replayable) =
-        body::substituted(body, &parts.method, &mut parts.headers, resolvers.body(), limits).await?;
+    let body_resolver = resolvers.body();
+    // A token signed over the body's hash (body_sha256) needs the body before the headers.
+    let pending = body::read_first_if_signed(body, &mut parts.headers, &body_resolver, &limits, &tokens).await?;
+    let uri = head.substitute(&mut parts.headers, &resolvers, &tokens)?;
+    let (body, replayable) = body::finish(pending, &parts.method, &mut parts.headers, body_resolver, limits).await?;
     let body = counted(body, seen.as_deref());
     // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
     tokens.check_fresh(SystemTime::now())?;
     let mut response = send(snapshot, parts, uri, body, &target, network_set, protocol).await?;
 
+    let dpop_nonce = tokens.retry_for_dpop_nonce(&response);
     if response.status() == http::StatusCode::UNAUTHORIZED {
         if let (Some((method, headers)), Some(replayable)) = (unsubstituted, replayable) {
-            if renew_rejected(&tokens).await {
+            if dpop_nonce || (retry && renew_rejected(&tokens).await) {
                 drop(response);
                 tokens = Arc::new(RequestTokens::load(Arc::clone(snapshot), route, SystemTime::now()));
                 if let Some(entry) = seen.as_deref_mut().and_then(|s| s.audit.as_mut()) {
@@ -259,7 +263,7 @@ async fn fetch(
                 parts.headers = headers;
                 let resolvers =
                     RequestResolvers::new(Arc::clone(&tokens) as Arc<dyn Resolve>, positions, &parts.headers);
-                let uri = head.substitute(&mut parts.headers, &resolvers)?;
+                let uri = head.substitute(&mut parts.headers, &resolvers, &tokens)?;
                 let body = body::replay(
                     &replayable,
                     &mut parts.headers,
@@ -270,6 +274,7 @@ async fn fetch(
                 let body = counted(body, seen.as_deref());
                 tokens.check_fresh(SystemTime::now())?;
                 response = send(snapshot, parts, uri, body, &target, network_set, protocol).await?;
+                tokens.retry_for_dpop_nonce(&response);
             }
         }
     }
@@ -325,15 +330,22 @@ struct Head<'a> {
     compiled: &'a crate::snapshot::CompiledRoute,
     target: &'a Target,
     path_and_query: &'a str,
+    method: &'a http::Method,
 }
 
 impl Head<'_> {
-    /// Substitutes the request target and `headers`, returning the upstream URI.
-    fn substitute(&self, headers: &mut http::HeaderMap, tokens: &RequestResolvers) -> Result<Uri, ProxyError> {
+    /// Substitutes the request target and `headers` (each part by the rule `resolvers` has for
+    /// it), returning the upstream URI; `tokens` signs the tokens made for this request.
+    fn substitute(
+        &self,
+        headers: &mut http::HeaderMap,
+        resolvers: &RequestResolvers,
+        tokens: &RequestTokens,
+    ) -> Result<Uri, ProxyError> {
         let settings = &self.snapshot.config.proxy;
         let max_uri = usize::try_from(settings.max_uri_bytes).unwrap_or(usize::MAX);
         let uri_too_long = |e| ProxyError::from_bounded(e, ProxyError::UriTooLong(settings.max_uri_bytes));
-        let rewritten = match tokens.target(self.path_and_query, max_uri).map_err(uri_too_long)? {
+        let rewritten = match resolvers.target(self.path_and_query, max_uri).map_err(uri_too_long)? {
             std::borrow::Cow::Borrowed(_) => None,
             std::borrow::Cow::Owned(text) => Some(text),
         };
@@ -346,10 +358,13 @@ impl Head<'_> {
             (self.path_and_query != self.target.path_and_query.as_str()).then(|| self.path_and_query.to_string())
         });
         let uri = upstream_uri(self.target, scheme, rewritten)?;
+        // Tokens signed per request sign this method and URI (and add DPoP proofs after).
+        tokens.begin_headers(self.method, &uri, headers);
         let max_head = usize::try_from(settings.max_header_bytes).unwrap_or(usize::MAX);
-        tokens
+        resolvers
             .headers(headers, max_head)
             .map_err(|e| ProxyError::from_bounded(e, ProxyError::HeadersTooLarge(settings.max_header_bytes)))?;
+        tokens.finish_headers(headers)?;
         Ok(uri)
     }
 }

@@ -69,9 +69,8 @@ pub enum Resolution {
     /// A bound token with no current value (never minted, or expired): the request must wait
     /// for a refresh rather than carry a stale token.
     Unavailable,
-    /// A bound token the route's `substitute_in` does not let be written at this place in
-    /// the request: the request must be refused.
-    NotAllowedHere,
+    /// A bound token that cannot be written here, for the reason given.
+    Refused(RefusalKind),
 }
 
 /// Resolvers that judge a whole body by region mark regions with an index; this one is
@@ -125,6 +124,12 @@ pub enum RefusalKind {
     Unavailable,
     /// The token is bound, but not to this place in the request (403).
     NotAllowedHere,
+    /// A token signed for each request, written where it cannot be (the request target or the
+    /// body, which its claims cover): only headers may carry it (400).
+    Misplaced,
+    /// A token signed for each request whose claims need something this request lacks, such
+    /// as an access token in `Authorization` for `ath` (400).
+    Unsignable,
 }
 
 /// A placeholder that must not be filled in: the request is refused, nothing is forwarded.
@@ -150,6 +155,18 @@ impl std::fmt::Display for Refused {
             RefusalKind::NotAllowedHere => write!(
                 f,
                 "placeholder {{/{}}} is not allowed in this part of the request (the route's substitute_in)",
+                self.name
+            ),
+            RefusalKind::Misplaced => write!(
+                f,
+                "placeholder {{/{}}} names a token signed for each request over its method, target and body; \
+                 it can only be written into request headers",
+                self.name
+            ),
+            RefusalKind::Unsignable => write!(
+                f,
+                "token for placeholder {{/{}}} signs a hash of the access token in the Authorization header, \
+                 and this request has none",
                 self.name
             ),
         }

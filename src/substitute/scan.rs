@@ -23,7 +23,7 @@ pub(crate) fn lookup(resolver: &dyn Resolve, name: &str) -> Result<Option<Bytes>
         Resolution::Unknown => Ok(None),
         Resolution::Forbidden => Err(Refused { name: name.to_owned(), kind: RefusalKind::NotBound }),
         Resolution::Unavailable => Err(Refused { name: name.to_owned(), kind: RefusalKind::Unavailable }),
-        Resolution::NotAllowedHere => Err(Refused { name: name.to_owned(), kind: RefusalKind::NotAllowedHere }),
+        Resolution::Refused(kind) => Err(Refused { name: name.to_owned(), kind }),
     }
 }
 

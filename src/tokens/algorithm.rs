@@ -1,14 +1,34 @@
 //! The signing algorithms and key types a JWT token may name, and which pairs fit together.
+//!
+//! The sidecar signs with aws-lc-rs itself (see [`super::signer`]), so the algorithm list is
+//! its own: it includes ES512 (P-521), which jsonwebtoken lacks.
 
-use jsonwebtoken::Algorithm;
+/// A JWS signing algorithm (RFC 7518 §3), as named in `algorithm = "..."`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    HS256,
+    HS384,
+    HS512,
+    ES256,
+    ES384,
+    ES512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    EdDSA,
+}
 
 /// Every algorithm name accepted in `algorithm = "..."`, in the order shown to users.
-pub const ALGORITHMS: [(&str, Algorithm); 12] = [
+pub const ALGORITHMS: [(&str, Algorithm); 13] = [
     ("HS256", Algorithm::HS256),
     ("HS384", Algorithm::HS384),
     ("HS512", Algorithm::HS512),
     ("ES256", Algorithm::ES256),
     ("ES384", Algorithm::ES384),
+    ("ES512", Algorithm::ES512),
     ("RS256", Algorithm::RS256),
     ("RS384", Algorithm::RS384),
     ("RS512", Algorithm::RS512),
@@ -17,6 +37,66 @@ pub const ALGORITHMS: [(&str, Algorithm); 12] = [
     ("PS512", Algorithm::PS512),
     ("EdDSA", Algorithm::EdDSA),
 ];
+
+impl Algorithm {
+    /// Whether one signature costs so little (a few tens of microseconds at most) that it may
+    /// be made on the request path for every request: HMAC, ES256 and EdDSA. RSA (0.7 ms and
+    /// more) and the larger curves need an explicit opt-in there.
+    pub fn fast_enough_per_request(self) -> bool {
+        matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 | Algorithm::ES256 | Algorithm::EdDSA)
+    }
+}
+
+/// The elliptic curve an EC algorithm signs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Curve {
+    P256,
+    P384,
+    P521,
+}
+
+impl Curve {
+    /// The JWK `crv` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Curve::P256 => "P-256",
+            Curve::P384 => "P-384",
+            Curve::P521 => "P-521",
+        }
+    }
+
+    /// The ES algorithm that signs on this curve.
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            Curve::P256 => Algorithm::ES256,
+            Curve::P384 => Algorithm::ES384,
+            Curve::P521 => Algorithm::ES512,
+        }
+    }
+
+    /// Bytes of one coordinate (and of the private scalar).
+    pub fn coordinate_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Curve> {
+        [Curve::P256, Curve::P384, Curve::P521].into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// The curve of an ES algorithm.
+pub fn algorithm_curve(alg: Algorithm) -> Option<Curve> {
+    match alg {
+        Algorithm::ES256 => Some(Curve::P256),
+        Algorithm::ES384 => Some(Curve::P384),
+        Algorithm::ES512 => Some(Curve::P521),
+        _ => None,
+    }
+}
 
 /// How the key material in `key`, `key_file` or `key_env` is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,6 +122,9 @@ pub enum KeyType {
     /// A Google service-account key file as downloaded (JSON): its `private_key` signs, its
     /// `private_key_id` is the default `kid`, its `client_email` the default `iss` and `sub`.
     GoogleServiceAccountJson,
+    /// A private JWK (RFC 7517): `RSA`, `EC` (P-256/384/521), `OKP` (Ed25519) or `oct`. Its
+    /// `kid` is the default `kid`. Fits every algorithm whose family the key belongs to.
+    Jwk,
 }
 
 /// The families of keys: each algorithm takes keys of exactly one family.
@@ -54,7 +137,7 @@ pub enum KeyFamily {
 }
 
 impl KeyType {
-    pub const ALL: [KeyType; 10] = [
+    pub const ALL: [KeyType; 11] = [
         KeyType::Secret,
         KeyType::Base64Secret,
         KeyType::UrlSafeBase64Secret,
@@ -65,6 +148,7 @@ impl KeyType {
         KeyType::EcDer,
         KeyType::EdDer,
         KeyType::GoogleServiceAccountJson,
+        KeyType::Jwk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +163,7 @@ impl KeyType {
             KeyType::EcDer => "EcDer",
             KeyType::EdDer => "EdDer",
             KeyType::GoogleServiceAccountJson => "GoogleServiceAccountJson",
+            KeyType::Jwk => "Jwk",
         }
     }
 
@@ -86,12 +171,14 @@ impl KeyType {
         KeyType::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    pub fn family(self) -> KeyFamily {
+    /// The one family of keys this encoding holds; `None` for a JWK, which names its own.
+    pub fn family(self) -> Option<KeyFamily> {
         match self {
-            KeyType::Secret | KeyType::Base64Secret | KeyType::UrlSafeBase64Secret => KeyFamily::Hmac,
-            KeyType::RsaPem | KeyType::RsaDer | KeyType::GoogleServiceAccountJson => KeyFamily::Rsa,
-            KeyType::EcPem | KeyType::EcDer => KeyFamily::Ec,
-            KeyType::EdPem | KeyType::EdDer => KeyFamily::Ed,
+            KeyType::Secret | KeyType::Base64Secret | KeyType::UrlSafeBase64Secret => Some(KeyFamily::Hmac),
+            KeyType::RsaPem | KeyType::RsaDer | KeyType::GoogleServiceAccountJson => Some(KeyFamily::Rsa),
+            KeyType::EcPem | KeyType::EcDer => Some(KeyFamily::Ec),
+            KeyType::EdPem | KeyType::EdDer => Some(KeyFamily::Ed),
+            KeyType::Jwk => None,
         }
     }
 
@@ -101,7 +188,7 @@ impl KeyType {
     }
 }
 
-/// The canonical name of an algorithm (`Algorithm` is non-exhaustive, so names live here).
+/// The canonical name of an algorithm.
 pub fn algorithm_name(alg: Algorithm) -> &'static str {
     ALGORITHMS.iter().find(|(_, a)| *a == alg).map_or("unsupported", |(n, _)| n)
 }
@@ -114,16 +201,21 @@ pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
 pub fn algorithm_family(alg: Algorithm) -> KeyFamily {
     match alg {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => KeyFamily::Hmac,
-        Algorithm::ES256 | Algorithm::ES384 => KeyFamily::Ec,
+        Algorithm::ES256 | Algorithm::ES384 | Algorithm::ES512 => KeyFamily::Ec,
         Algorithm::EdDSA => KeyFamily::Ed,
-        _ => KeyFamily::Rsa,
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => KeyFamily::Rsa,
     }
 }
 
-/// The key types that may be used with an algorithm.
+/// The key types that may be used with an algorithm: those of its family, and a JWK.
 pub fn compatible_key_types(alg: Algorithm) -> impl Iterator<Item = KeyType> {
     let family = algorithm_family(alg);
-    KeyType::ALL.into_iter().filter(move |k| k.family() == family)
+    KeyType::ALL.into_iter().filter(move |k| k.family().is_none_or(|f| f == family))
 }
 
 /// Names joined for error messages: `"HS256, HS384, ..."`.
@@ -145,6 +237,7 @@ mod tests {
             assert_eq!(parse_algorithm(name), Some(alg));
             assert_eq!(algorithm_name(alg), name);
             assert!(compatible_key_types(alg).count() >= 2, "{name}");
+            assert!(compatible_key_types(alg).any(|k| k == KeyType::Jwk), "{name} takes a JWK");
         }
     }
 
@@ -154,5 +247,11 @@ mod tests {
             assert_eq!(KeyType::parse(k.name()), Some(k));
         }
         assert_eq!(KeyType::parse("rsapem"), None);
+    }
+
+    #[test]
+    fn only_fast_algorithms_run_per_request_by_default() {
+        let fast: Vec<&str> = ALGORITHMS.iter().filter(|(_, a)| a.fast_enough_per_request()).map(|(n, _)| *n).collect();
+        assert_eq!(fast, ["HS256", "HS384", "HS512", "ES256", "EdDSA"]);
     }
 }

@@ -1,13 +1,14 @@
-//! JWT tokens: a header and typed claims signed with one key, re-signed on every refresh.
+//! JWT tokens: a header and typed claims signed with one key, re-signed on every refresh (or,
+//! with `per_request`, for every request).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 
-use super::algorithm::{algorithm_family, KeyFamily};
-use super::MintError;
+use super::algorithm::{algorithm_name, Algorithm};
+use super::signer::Signer;
+use super::{base64url, MintError};
 
 /// Claims the sidecar can add on every signing, each switchable in `auto_claims`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,29 +59,134 @@ impl AutoClaims {
 #[derive(Clone)]
 pub struct JwtDefinition {
     pub algorithm: Algorithm,
-    pub key: EncodingKey,
-    pub header: Header,
+    /// The key, parsed once.
+    pub signer: Arc<Signer>,
+    pub kid: Option<String>,
+    typ: Option<String>,
+    extras: Map<String, Value>,
+    /// The protected header as JSON text (`typ`, `alg`, `kid`, then the extra fields), and
+    /// its base64url form, built once: every signature reuses it.
+    pub header_json: String,
+    header_segment: String,
     /// The configured claims, already converted to JSON with their TOML types kept.
     pub claims: Map<String, Value>,
     pub auto: AutoClaims,
     /// How far `iat` and `nbf` are back-dated, for servers whose clocks run behind (GitHub
     /// recommends 60 s); `exp` is still counted from the real signing time.
     pub iat_skew: Duration,
+    /// `[encrypt]`: the signed token is then encrypted for its recipient (a nested JWT).
+    pub encrypt: Option<Arc<super::jwe::Encryptor>>,
+    /// `per_request = true`: signed for each request, over claims derived from it.
+    pub per_request: Option<Arc<super::per_request::PerRequest>>,
 }
 
 impl std::fmt::Debug for JwtDefinition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtDefinition")
             .field("algorithm", &self.algorithm)
-            .field("kid", &self.header.kid)
+            .field("kid", &self.kid)
             .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field("encrypt", &self.encrypt)
             .finish_non_exhaustive()
     }
 }
 
+/// The protected header of a JWS as JSON text: `typ` (if any), `alg`, `kid` (if any), then the
+/// extra fields in name order. Built by hand so the order is stable and familiar.
+pub fn header_json(typ: Option<&str>, alg: &str, kid: Option<&str>, extras: &Map<String, Value>) -> String {
+    let mut members: Vec<(&str, Value)> = Vec::with_capacity(3 + extras.len());
+    if let Some(typ) = typ {
+        members.push(("typ", typ.into()));
+    }
+    members.push(("alg", alg.into()));
+    if let Some(kid) = kid {
+        members.push(("kid", kid.into()));
+    }
+    members.extend(extras.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    json_object(&members)
+}
+
+/// A JSON object with members in the given order.
+pub fn json_object(members: &[(&str, Value)]) -> String {
+    let mut out = String::from("{");
+    for (i, (name, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String((*name).to_string()).to_string());
+        out.push(':');
+        out.push_str(&value.to_string());
+    }
+    out.push('}');
+    out
+}
+
 impl JwtDefinition {
+    pub fn new(
+        signer: Arc<Signer>,
+        typ: Option<&str>,
+        kid: Option<String>,
+        extras: &Map<String, Value>,
+        claims: Map<String, Value>,
+        auto: AutoClaims,
+        iat_skew: Duration,
+    ) -> JwtDefinition {
+        let algorithm = signer.algorithm();
+        let header_json = header_json(typ, algorithm_name(algorithm), kid.as_deref(), extras);
+        let header_segment = base64url(header_json.as_bytes());
+        JwtDefinition {
+            algorithm,
+            signer,
+            kid,
+            typ: typ.map(str::to_string),
+            extras: extras.clone(),
+            header_json,
+            header_segment,
+            claims,
+            auto,
+            iat_skew,
+            encrypt: None,
+            per_request: None,
+        }
+    }
+
     /// Signs one token issued at `iat` (whole seconds since the epoch) and valid for `ttl`.
     pub fn sign(&self, iat: u64, ttl: Duration) -> Result<String, MintError> {
+        self.sign_inner(None, iat, ttl, |_| {})
+    }
+
+    /// Signs this per-request token for one request: the configured claims and header plus
+    /// those derived from `facts`. The outer error is what the request did not give.
+    pub fn sign_for_request(
+        &self,
+        per_request: &super::per_request::PerRequest,
+        facts: &super::per_request::RequestFacts,
+        iat: u64,
+        ttl: Duration,
+    ) -> Result<Result<String, MintError>, super::per_request::DeriveError> {
+        let derived_header = per_request.header(facts)?;
+        let mut derived_claims = Map::new();
+        per_request.claims(facts, &mut derived_claims)?;
+        let header_segment = if derived_header.is_empty() {
+            None
+        } else {
+            let mut extras = self.extras.clone();
+            extras.extend(derived_header);
+            let json = header_json(self.typ.as_deref(), algorithm_name(self.algorithm), self.kid.as_deref(), &extras);
+            Some(base64url(json.as_bytes()))
+        };
+        Ok(self.sign_inner(header_segment.as_deref(), iat, ttl, |claims| claims.extend(derived_claims)))
+    }
+
+    /// Signs with the configured header (or `header_segment`), the configured and automatic
+    /// claims and `more`, then encrypts when `[encrypt]` asks.
+    fn sign_inner(
+        &self,
+        header_segment: Option<&str>,
+        iat: u64,
+        ttl: Duration,
+        more: impl FnOnce(&mut Map<String, Value>),
+    ) -> Result<String, MintError> {
         let mut claims = self.claims.clone();
         let back_dated = iat.saturating_sub(self.iat_skew.as_secs());
         if self.auto.iat {
@@ -95,23 +201,41 @@ impl JwtDefinition {
         if self.auto.jti {
             claims.insert("jti".into(), random_jti().into());
         }
-        jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|e| MintError::Sign(e.to_string()))
+        more(&mut claims);
+        let payload = serde_json::to_vec(&claims).map_err(|e| MintError::Sign(format!("claims: {e}")))?;
+        let jws = sign_compact(header_segment.unwrap_or(&self.header_segment), &payload, &self.signer)?;
+        match &self.encrypt {
+            None => Ok(jws),
+            Some(encryptor) => encryptor.encrypt(jws.as_bytes()),
+        }
     }
 
     /// The public key as a JWK with `kid`, `alg` and `use`, for asymmetric algorithms.
-    pub fn public_jwk(&self) -> Option<Jwk> {
-        if algorithm_family(self.algorithm) == KeyFamily::Hmac {
-            return None;
+    pub fn public_jwk(&self) -> Option<Map<String, Value>> {
+        let mut jwk = self.signer.public_jwk()?;
+        if let Some(kid) = &self.kid {
+            jwk.insert("kid".into(), kid.clone().into());
         }
-        let mut jwk = Jwk::from_encoding_key(&self.key, self.algorithm).ok()?;
-        jwk.common.key_id = self.header.kid.clone();
-        jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+        jwk.insert("alg".into(), algorithm_name(self.algorithm).into());
+        jwk.insert("use".into(), "sig".into());
         Some(jwk)
     }
 }
 
+/// A compact JWS: `header.payload.signature`, the header already base64url-encoded.
+pub fn sign_compact(header_segment: &str, payload: &[u8], signer: &Signer) -> Result<String, MintError> {
+    let mut out = String::with_capacity(header_segment.len() + payload.len() * 4 / 3 + 200);
+    out.push_str(header_segment);
+    out.push('.');
+    base64::Engine::encode_string(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload, &mut out);
+    let signature = signer.sign(out.as_bytes())?;
+    out.push('.');
+    base64::Engine::encode_string(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &signature, &mut out);
+    Ok(out)
+}
+
 /// A random UUIDv4-formatted id, unique per signed token.
-fn random_jti() -> String {
+pub fn random_jti() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;

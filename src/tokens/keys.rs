@@ -1,22 +1,22 @@
 //! Loading signing keys in the forms users actually have, and saying exactly what is wrong
 //! with the ones that cannot be used.
 //!
-//! jsonwebtoken is strict about forms (EC keys must be PKCS#8, RSA DER must be PKCS#1, Ed25519
-//! must be PKCS#8 v1 for its JWK export) and only finds a bad key when it first signs. Here
-//! every key is parsed with aws-lc-rs up front, converted to the form jsonwebtoken wants, and
-//! anything unusable is rejected with a message naming the fix.
+//! Every key is parsed with aws-lc-rs when the config loads, into a [`Signer`] that is ready
+//! to sign, and anything unusable is rejected with a message naming the fix: a bad key is
+//! found by `check`, never by the first refresh.
 
 use aws_lc_rs::signature::{
     EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
-    ECDSA_P384_SHA384_FIXED_SIGNING,
+    ECDSA_P384_SHA384_FIXED_SIGNING, ECDSA_P521_SHA512_FIXED_SIGNING,
 };
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, Engine};
-use jsonwebtoken::{Algorithm, EncodingKey};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
-use super::algorithm::{KeyFamily, KeyType};
+use super::algorithm::{algorithm_curve, algorithm_family, algorithm_name, Algorithm, Curve, KeyFamily, KeyType};
+use super::der;
+use super::signer::Signer;
 
 /// Why key material cannot be used. Messages never include the material itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +41,12 @@ pub enum KeyError {
     RsaTooSmall { bits: usize },
     #[error("the key could not be parsed as {expected} ({reason})")]
     Malformed { expected: &'static str, reason: String },
+    /// A JWK that cannot sign, with the reason (never a key value).
+    #[error("the JWK {0}")]
+    Jwk(String),
+    /// A key that does not fit how it is used, with the reason (never a key value).
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// The fields of a Google service-account key file the sidecar uses.
@@ -72,27 +78,28 @@ fn classify(e: &serde_json::Error) -> &'static str {
     }
 }
 
-/// Parses key material of the given type for the given algorithm into a signing key.
-pub fn load_encoding_key(alg: Algorithm, key_type: KeyType, material: &[u8]) -> Result<EncodingKey, KeyError> {
+/// Parses key material of the given type for the given algorithm into a ready signing key.
+pub fn load_signing_key(alg: Algorithm, key_type: KeyType, material: &[u8]) -> Result<Signer, KeyError> {
     if material.iter().all(u8::is_ascii_whitespace) {
         return Err(KeyError::Empty);
     }
     match key_type {
-        KeyType::Secret => Ok(EncodingKey::from_secret(material)),
-        KeyType::Base64Secret => secret(decode_base64(material, STANDARD_LENIENT, "base64")?),
-        KeyType::UrlSafeBase64Secret => secret(decode_base64(material, URL_SAFE_LENIENT, "URL-safe base64")?),
+        KeyType::Secret => secret(alg, material.to_vec()),
+        KeyType::Base64Secret => secret(alg, decode_base64(material, STANDARD_LENIENT, "base64")?),
+        KeyType::UrlSafeBase64Secret => secret(alg, decode_base64(material, URL_SAFE_LENIENT, "URL-safe base64")?),
+        KeyType::Jwk => super::jwk::signing_key(alg, material),
         KeyType::GoogleServiceAccountJson => {
             let account = ServiceAccount::parse(material)?;
-            let der = pem_private_key(account.private_key.as_bytes(), KeyType::RsaPem)?;
+            let der = pem_private_key(account.private_key.as_bytes(), KeyFamily::Rsa)?;
             from_der(alg, KeyType::RsaPem, &der)
         }
         KeyType::RsaPem | KeyType::EcPem | KeyType::EdPem => {
-            let der = pem_private_key(material, key_type)?;
+            let der = pem_private_key(material, algorithm_family(alg))?;
             from_der(alg, key_type, &der)
         }
         KeyType::RsaDer | KeyType::EcDer | KeyType::EdDer => {
             if contains(material, b"-----BEGIN") {
-                let pem_type = match key_type.family() {
+                let pem_type = match algorithm_family(alg) {
                     KeyFamily::Rsa => "RsaPem",
                     KeyFamily::Ec => "EcPem",
                     _ => "EdPem",
@@ -110,11 +117,11 @@ const LENIENT: GeneralPurposeConfig =
 const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
 const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
 
-fn secret(bytes: Vec<u8>) -> Result<EncodingKey, KeyError> {
+fn secret(alg: Algorithm, bytes: Vec<u8>) -> Result<Signer, KeyError> {
     if bytes.is_empty() {
         return Err(KeyError::Empty);
     }
-    Ok(EncodingKey::from_secret(&bytes))
+    Ok(Signer::hmac(alg, &bytes))
 }
 
 fn decode_base64(material: &[u8], engine: GeneralPurpose, encoding: &'static str) -> Result<Vec<u8>, KeyError> {
@@ -127,7 +134,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Finds the private key in PEM text, explaining what else was found when there is none.
-fn pem_private_key(material: &[u8], key_type: KeyType) -> Result<Vec<u8>, KeyError> {
+fn pem_private_key(material: &[u8], family: KeyFamily) -> Result<Vec<u8>, KeyError> {
     if contains(material, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") {
         return Err(KeyError::Encrypted);
     }
@@ -136,7 +143,7 @@ fn pem_private_key(material: &[u8], key_type: KeyType) -> Result<Vec<u8>, KeyErr
         Err(_) if contains(material, b"PUBLIC KEY-----") => Err(KeyError::NotPrivate("public key")),
         Err(_) if contains(material, b"-----BEGIN CERTIFICATE-----") => Err(KeyError::NotPrivate("certificate")),
         Err(_) if !contains(material, b"-----BEGIN") => {
-            let der_type = match key_type.family() {
+            let der_type = match family {
                 KeyFamily::Rsa => "RsaDer",
                 KeyFamily::Ec => "EcDer",
                 _ => "EdDer",
@@ -151,9 +158,7 @@ fn pem_private_key(material: &[u8], key_type: KeyType) -> Result<Vec<u8>, KeyErr
 fn sniff_family(der: &[u8]) -> Option<&'static str> {
     if RsaKeyPair::from_der(der).is_ok() || RsaKeyPair::from_pkcs8(der).is_ok() {
         Some("an RSA key")
-    } else if EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der).is_ok()
-        || EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, der).is_ok()
-    {
+    } else if ec_curve(der).is_some() {
         Some("an EC key")
     } else if Ed25519KeyPair::from_pkcs8(der).is_ok() {
         Some("an Ed25519 key")
@@ -162,22 +167,21 @@ fn sniff_family(der: &[u8]) -> Option<&'static str> {
     }
 }
 
-fn from_der(alg: Algorithm, key_type: KeyType, der: &[u8]) -> Result<EncodingKey, KeyError> {
+fn from_der(alg: Algorithm, key_type: KeyType, der: &[u8]) -> Result<Signer, KeyError> {
     let mismatch = |expected: &'static str| match sniff_family(der) {
         Some(found) => KeyError::WrongFamily { found, key_type: key_type.name(), expected },
         None => KeyError::Malformed { expected, reason: "not a private key this program can read".into() },
     };
-    match key_type.family() {
-        KeyFamily::Rsa => rsa(der).ok_or_else(|| mismatch("an RSA private key (PKCS#1 or PKCS#8)"))?,
+    match algorithm_family(alg) {
+        KeyFamily::Rsa => rsa(alg, der).ok_or_else(|| mismatch("an RSA private key (PKCS#1 or PKCS#8)"))?,
         KeyFamily::Ec => ec(alg, der).ok_or_else(|| mismatch("an EC private key (SEC1 or PKCS#8)"))?,
         KeyFamily::Ed => ed(der).ok_or_else(|| mismatch("an Ed25519 private key (PKCS#8)"))?,
         KeyFamily::Hmac => Err(KeyError::Malformed { expected: "a secret", reason: "not DER".into() }),
     }
 }
 
-/// RSA: jsonwebtoken wants PKCS#1 DER, or PEM it converts itself; PKCS#8 DER is re-wrapped as
-/// PEM so jsonwebtoken's own converter extracts the PKCS#1 part.
-fn rsa(der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
+/// RSA in PKCS#1 or PKCS#8 (also labelled rsassaPss), at least 2048 bits.
+fn rsa(alg: Algorithm, der: &[u8]) -> Option<Result<Signer, KeyError>> {
     // aws-lc-rs refuses keys outside 2048..=8192 bits without saying why, so read the
     // modulus size from the DER first to give the real reason.
     if let Some(bits) = rsa_modulus_bits(der) {
@@ -188,83 +192,70 @@ fn rsa(der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
     // A PKCS#8 key labelled rsassaPss (what `openssl genpkey -algorithm RSA-PSS` writes, as in
     // NetSuite's recipe) holds an ordinary RSA key; its PKCS#1 body signs like any other.
     let der = pss_pkcs1_body(der).unwrap_or(der);
-    let (pair, pkcs1) = match RsaKeyPair::from_der(der) {
-        Ok(pair) => (pair, true),
-        Err(_) => (RsaKeyPair::from_pkcs8(der).ok()?, false),
-    };
+    let pair = RsaKeyPair::from_der(der).or_else(|_| RsaKeyPair::from_pkcs8(der)).ok()?;
+    Some(rsa_pair(alg, pair))
+}
+
+/// Checks an RSA key's size and makes it a signer.
+pub(super) fn rsa_pair(alg: Algorithm, pair: RsaKeyPair) -> Result<Signer, KeyError> {
     let bits = pair.public_modulus_len() * 8;
     if bits < 2048 {
-        return Some(Err(KeyError::RsaTooSmall { bits }));
+        return Err(KeyError::RsaTooSmall { bits });
     }
-    if pkcs1 {
-        return Some(Ok(EncodingKey::from_rsa_der(der)));
-    }
-    let pem = pem_wrap("PRIVATE KEY", der);
-    Some(
-        EncodingKey::from_rsa_pem(pem.as_bytes())
-            .map_err(|e| KeyError::Malformed { expected: "an RSA private key", reason: e.to_string() }),
-    )
+    Ok(Signer::rsa(alg, pair))
 }
 
-fn ec(alg: Algorithm, der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
-    const P256: &EcdsaSigningAlgorithm = &ECDSA_P256_SHA256_FIXED_SIGNING;
-    const P384: &EcdsaSigningAlgorithm = &ECDSA_P384_SHA384_FIXED_SIGNING;
-    let (wanted, other, expected, found, suggest) = if alg == Algorithm::ES384 {
-        (P384, P256, "P-384", "P-256", "ES256")
-    } else {
-        (P256, P384, "P-256", "P-384", "ES384")
-    };
-    match EcdsaKeyPair::from_private_key_der(wanted, der) {
-        Ok(pair) => Some(
-            pair.to_pkcs8v1()
-                .map(|doc| EncodingKey::from_ec_der(doc.as_ref()))
-                .map_err(|_| KeyError::Malformed { expected: "an EC private key", reason: "cannot re-encode".into() }),
-        ),
-        Err(_) if EcdsaKeyPair::from_private_key_der(other, der).is_ok() => {
-            let algorithm = super::algorithm::algorithm_name(alg);
-            Some(Err(KeyError::WrongCurve { algorithm, expected, found, suggest }))
-        }
-        Err(_) => None,
+/// The fixed-signature ECDSA algorithm of a curve.
+pub fn ecdsa_algorithm(curve: Curve) -> &'static EcdsaSigningAlgorithm {
+    match curve {
+        Curve::P256 => &ECDSA_P256_SHA256_FIXED_SIGNING,
+        Curve::P384 => &ECDSA_P384_SHA384_FIXED_SIGNING,
+        Curve::P521 => &ECDSA_P521_SHA512_FIXED_SIGNING,
     }
 }
 
-fn ed(der: &[u8]) -> Option<Result<EncodingKey, KeyError>> {
+/// The curve of an EC private key (SEC1 or PKCS#8), if it is one on a supported curve.
+fn ec_curve(der: &[u8]) -> Option<Curve> {
+    [Curve::P256, Curve::P384, Curve::P521]
+        .into_iter()
+        .find(|c| EcdsaKeyPair::from_private_key_der(ecdsa_algorithm(*c), der).is_ok())
+}
+
+fn ec(alg: Algorithm, der: &[u8]) -> Option<Result<Signer, KeyError>> {
+    let wanted = algorithm_curve(alg)?;
+    match EcdsaKeyPair::from_private_key_der(ecdsa_algorithm(wanted), der) {
+        Ok(pair) => Some(Ok(Signer::ecdsa(alg, pair))),
+        Err(_) => ec_curve(der).map(|found| Err(wrong_curve(alg, wanted, found))),
+    }
+}
+
+/// The error for an EC key on another curve than `alg` signs on.
+pub(super) fn wrong_curve(alg: Algorithm, wanted: Curve, found: Curve) -> KeyError {
+    KeyError::WrongCurve {
+        algorithm: algorithm_name(alg),
+        expected: wanted.name(),
+        found: found.name(),
+        suggest: algorithm_name(found.algorithm()),
+    }
+}
+
+fn ed(der: &[u8]) -> Option<Result<Signer, KeyError>> {
     let pair = Ed25519KeyPair::from_pkcs8(der).ok()?;
-    Some(
-        pair.to_pkcs8v1()
-            .map(|doc| EncodingKey::from_ed_der(doc.as_ref()))
-            .map_err(|_| KeyError::Malformed { expected: "an Ed25519 private key", reason: "cannot re-encode".into() }),
-    )
-}
-
-/// Reads one DER element: (tag, contents, rest).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        (rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    Some(Ok(Signer::ed25519(pair)))
 }
 
 /// The PKCS#1 body of a PKCS#8 key whose algorithm is rsassaPss (OID 1.2.840.113549.1.1.10).
 /// Its parameters, if any, restrict the hash; the configured PS* algorithm decides instead.
 fn pss_pkcs1_body(der: &[u8]) -> Option<&[u8]> {
     const RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
-    let (0x30, body, _) = der_element(der)? else { return None };
-    let (0x02, _version, rest) = der_element(body)? else { return None };
-    let (0x30, algorithm, rest) = der_element(rest)? else { return None };
-    let (0x06, oid, _) = der_element(algorithm)? else { return None };
+    let (0x30, body, _) = der::element(der)? else { return None };
+    let (0x02, _version, rest) = der::element(body)? else { return None };
+    let (0x30, algorithm, rest) = der::element(rest)? else { return None };
+    let (0x06, oid, _) = der::element(algorithm)? else { return None };
     if oid != RSASSA_PSS {
         return None;
     }
-    let (0x04, pkcs1, _) = der_element(rest)? else { return None };
+    let (0x04, pkcs1, _) = der::element(rest)? else { return None };
     Some(pkcs1)
 }
 
@@ -273,21 +264,21 @@ fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
     const SEQUENCE: u8 = 0x30;
     const INTEGER: u8 = 0x02;
     const OCTET_STRING: u8 = 0x04;
-    let (tag, body, _) = der_element(der)?;
+    let (tag, body, _) = der::element(der)?;
     if tag != SEQUENCE {
         return None;
     }
-    let (tag, _version, rest) = der_element(body)?;
+    let (tag, _version, rest) = der::element(body)?;
     if tag != INTEGER {
         return None;
     }
-    let (tag, second, rest) = der_element(rest)?;
+    let (tag, second, rest) = der::element(rest)?;
     let modulus = match tag {
         // PKCS#1: version, modulus, ...
         INTEGER => second,
         // PKCS#8: version, AlgorithmIdentifier, OCTET STRING { PKCS#1 }
         SEQUENCE => {
-            let (tag, inner, _) = der_element(rest)?;
+            let (tag, inner, _) = der::element(rest)?;
             if tag != OCTET_STRING {
                 return None;
             }

@@ -6,15 +6,24 @@
 //! only ever see a [`MintedToken`].
 
 pub mod algorithm;
+pub mod der;
+pub mod dpop;
+pub mod jwe;
+pub mod jwk;
 pub mod jwt;
 pub mod keys;
 pub mod oauth2;
+pub mod per_request;
+pub mod qsh;
+pub mod request_bound;
+pub mod signer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use jsonwebtoken::Header;
+use serde_json::{Map, Value};
 use toml::Spanned;
 
 use crate::config::raw::RawToken;
@@ -65,6 +74,8 @@ pub enum TokenKind {
     Jwt(Box<JwtDefinition>),
     Secret(StaticSecret),
     Exchange(Box<oauth2::ExchangeDefinition>),
+    /// A DPoP key (RFC 9449), used through the oauth2 tokens that name it in `dpop`.
+    Dpop(Arc<dpop::DpopKey>),
 }
 
 /// A static value from `key`, `key_file` or `key_env`. Its `Debug` never shows the value.
@@ -92,6 +103,8 @@ pub struct TokenDefinition {
     /// How long before expiry a fresh token is minted.
     pub refresh_before: Duration,
     key_file: Option<PathBuf>,
+    /// Other files the token reads (the `[encrypt]` recipient key), watched like the key.
+    extra_files: Vec<PathBuf>,
     /// Digest of everything that defines the token (settings and key bytes), so a reload can
     /// tell an unchanged token from a changed one without keeping key material around twice.
     fingerprint: [u8; 32],
@@ -116,11 +129,12 @@ impl TokenDefinition {
                 "jwt" => {}
                 "secret" => return build_secret(ctx, raw, c),
                 "oauth2" => return build_exchange(ctx, raw, c),
+                "dpop" => return build_dpop(ctx, raw, c),
                 other => {
                     c.error(
                         kind.span(),
                         at("kind"),
-                        format!("unknown token kind {other:?} (expected \"jwt\", \"secret\" or \"oauth2\")"),
+                        format!("unknown token kind {other:?} (expected \"jwt\", \"secret\", \"oauth2\" or \"dpop\")"),
                     );
                 }
             }
@@ -131,6 +145,9 @@ impl TokenDefinition {
                 at(field),
                 "does not apply to kind = \"jwt\" (set kind = \"oauth2\" to exchange a token at a token endpoint)",
             );
+        }
+        if let Some(d) = &r.dpop {
+            c.error(d.span(), at("dpop"), "applies to kind = \"oauth2\" tokens (name a kind = \"dpop\" key there)");
         }
         let algorithm = match &r.algorithm {
             None => {
@@ -207,13 +224,13 @@ impl TokenDefinition {
         let iat_skew = shorter_than_ttl(&r.iat_skew, skew_bound, &at("iat_skew"), c)
             .map_or(Duration::ZERO, |d| Duration::from_secs(d.as_secs()));
         let mut claims = claims(ctx, r, auto, c);
-        let mut header = algorithm.map(|alg| header(ctx, r, alg, c));
-        let (material, key_file) = key_material(ctx, raw, c);
+        let mut header = header(ctx, r, c);
+        let (material, key_file) = read_key(ctx, "", raw.span(), [&r.key, &r.key_file, &r.key_env], c);
         // A service-account file names the key and the account: defaults for kid, iss, sub.
         if let (Some(KeyType::GoogleServiceAccountJson), Some(bytes)) = (key_type, &material) {
             if let Ok(account) = keys::ServiceAccount::parse(bytes) {
-                if let Some(h) = header.as_mut().filter(|h| h.kid.is_none()) {
-                    h.kid = account.private_key_id.clone();
+                if header.kid.is_none() {
+                    header.kid = account.private_key_id.clone();
                 }
                 if let Some(email) = &account.client_email {
                     for claim in ["iss", "sub"] {
@@ -222,44 +239,131 @@ impl TokenDefinition {
                 }
             }
         }
+        // A JWK may name itself.
+        if let (Some(KeyType::Jwk), Some(bytes), None) = (key_type, &material, &header.kid) {
+            header.kid = jwk::Jwk::parse(bytes).ok().and_then(|k| k.kid().map(str::to_string));
+        }
+        let encrypt = r.encrypt.as_ref().and_then(|e| jwe::config::build(ctx, e, c));
+        let per_request = per_request::build(ctx, raw, algorithm, &auto, c);
 
-        let (Some(alg), Some(kt), Some(material), Some(header)) = (algorithm, key_type, material, header) else {
+        let (Some(alg), Some(kt), Some(material)) = (algorithm, key_type, material) else {
             return None;
         };
         if c.len() != before {
             return None;
         }
         let (key_field, key_span) = key_source(raw);
-        let key = match keys::load_encoding_key(alg, kt, &material) {
-            Ok(k) => k,
+        let signer = match keys::load_signing_key(alg, kt, &material) {
+            Ok(k) => Arc::new(k),
             Err(e) => {
                 c.error(key_span, at(key_field), e.to_string());
                 return None;
             }
         };
+        let mut jwt = jwt::JwtDefinition::new(
+            signer,
+            header.typ.as_deref(),
+            header.kid.clone(),
+            &header.extras,
+            claims,
+            auto,
+            iat_skew,
+        );
+        let mut fingerprint_parts: Vec<Vec<u8>> = vec![
+            format!("{alg:?} {kt:?} {ttl:?} {refresh_before:?} {auto:?} {iat_skew:?}").into_bytes(),
+            jwt.header_json.clone().into_bytes(),
+            Value::Object(jwt.claims.clone()).to_string().into_bytes(),
+            material,
+        ];
+        let mut extra_files = Vec::new();
+        if let Some(built) = encrypt {
+            fingerprint_parts.push(format!("{:?}", built.encryptor).into_bytes());
+            fingerprint_parts.push(built.material);
+            extra_files.extend(built.key_file);
+            jwt.encrypt = Some(Arc::new(built.encryptor));
+        }
+        if let Some(per_request) = per_request {
+            fingerprint_parts.push(format!("per_request {per_request:?}").into_bytes());
+            jwt.per_request = Some(Arc::new(per_request));
+        }
         let def = TokenDefinition {
             name: ctx.name.to_string(),
-            fingerprint: fingerprint(&[
-                format!("{alg:?} {kt:?} {ttl:?} {refresh_before:?} {auto:?} {iat_skew:?}").as_bytes(),
-                serde_json::to_string(&header).unwrap_or_default().as_bytes(),
-                serde_json::Value::Object(claims.clone()).to_string().as_bytes(),
-                &material,
-            ]),
-            kind: TokenKind::Jwt(Box::new(JwtDefinition { algorithm: alg, key, header, claims, auto, iat_skew })),
+            fingerprint: fingerprint(&fingerprint_parts.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+            kind: TokenKind::Jwt(Box::new(jwt)),
             ttl,
             refresh_before,
             key_file,
+            extra_files,
         };
-        if let Err(e) = def.mint(SystemTime::now()) {
+        let test = match def.jwt().and_then(|j| j.per_request.as_ref()) {
+            Some(_) => def.sign_request(&per_request::PerRequest::sample_facts(), SystemTime::now()).map(|_| ()),
+            None => def.mint(SystemTime::now()).map(|_| ()).map_err(RequestSignError::Sign),
+        };
+        if let Err(e) = test {
             c.error(key_span, at(key_field), format!("test signature failed: {e}"));
             return None;
         }
         Some(def)
     }
 
-    /// Signs a fresh token. Runs on the refresher, never on the request path.
+    /// The JWT definition, for `kind = "jwt"`.
+    pub fn jwt(&self) -> Option<&jwt::JwtDefinition> {
+        match &self.kind {
+            TokenKind::Jwt(jwt) => Some(jwt),
+            _ => None,
+        }
+    }
+
+    /// Whether this token is signed for each request (`per_request = true`).
+    pub fn is_per_request(&self) -> bool {
+        self.jwt().is_some_and(|j| j.per_request.is_some())
+    }
+
+    /// The DPoP key, for `kind = "dpop"`.
+    pub fn dpop_key(&self) -> Option<&Arc<dpop::DpopKey>> {
+        match &self.kind {
+            TokenKind::Dpop(key) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Signs a `per_request` token for one request, from `facts`. On the request path: the
+    /// key was parsed when the config loaded, so this costs one signature.
+    pub fn sign_request(
+        &self,
+        facts: &per_request::RequestFacts,
+        now: SystemTime,
+    ) -> Result<MintedToken, RequestSignError> {
+        let Some((jwt, per_request)) = self.jwt().and_then(|j| Some((j, j.per_request.as_ref()?))) else {
+            return Err(RequestSignError::Sign(MintError::Sign("not a per_request token".into())));
+        };
+        let iat = per_request::unix_seconds(now).map_err(RequestSignError::Sign)?;
+        let ttl = Duration::from_secs(self.ttl.as_secs());
+        let value = jwt
+            .sign_for_request(per_request, facts, iat, ttl)
+            .map_err(RequestSignError::Derive)?
+            .map_err(RequestSignError::Sign)?;
+        let issued_at = UNIX_EPOCH + Duration::from_secs(iat);
+        Ok(MintedToken { value: Bytes::from(value), issued_at, expires_at: issued_at + ttl, exposed: Vec::new() })
+    }
+
+    /// Signs a fresh token. Runs on the refresher, never on the request path. A `per_request`
+    /// token or a DPoP key has no value of its own: it gives an empty one that never expires,
+    /// so its cell is ready (the real values are signed per request).
     pub fn mint(&self, now: SystemTime) -> Result<MintedToken, MintError> {
         match &self.kind {
+            TokenKind::Jwt(jwt) if jwt.per_request.is_some() => Ok(MintedToken {
+                exposed: Vec::new(),
+                value: Bytes::new(),
+                issued_at: now,
+                expires_at: now + STATIC_LIFETIME,
+            }),
+            TokenKind::Dpop(_) => Ok(MintedToken {
+                exposed: Vec::new(),
+                value: Bytes::new(),
+                issued_at: now,
+                expires_at: now + STATIC_LIFETIME,
+            }),
             TokenKind::Jwt(jwt) => {
                 // Whole seconds, as in the claims: `expires_at` must be exactly the `exp` the
                 // upstream checks, or a token could be injected in the last second after it.
@@ -305,14 +409,20 @@ impl TokenDefinition {
         self.fingerprint
     }
 
-    /// Whether the token expires at all (a static secret does not).
+    /// Whether the token's cell value expires at all (a static secret does not; a per-request
+    /// token and a DPoP key have no cached value).
     pub fn expires(&self) -> bool {
-        !matches!(self.kind, TokenKind::Secret(_))
+        !matches!(self.kind, TokenKind::Secret(_) | TokenKind::Dpop(_)) && !self.is_per_request()
     }
 
     /// The key file to watch for rotation, if the key comes from a file.
     pub fn key_file(&self) -> Option<&Path> {
         self.key_file.as_deref()
+    }
+
+    /// Every file the token reads (its key, an `[encrypt]` recipient key), to watch.
+    pub fn watched_files(&self) -> impl Iterator<Item = &Path> {
+        self.key_file.iter().chain(&self.extra_files).map(PathBuf::as_path)
     }
 
     /// Whether two definitions would mint equivalent tokens (same settings, same key).
@@ -325,6 +435,7 @@ impl TokenDefinition {
             TokenKind::Jwt(_) => "jwt",
             TokenKind::Secret(_) => "secret",
             TokenKind::Exchange(_) => "oauth2",
+            TokenKind::Dpop(_) => "dpop",
         }
     }
 
@@ -332,22 +443,23 @@ impl TokenDefinition {
     pub fn algorithm_name(&self) -> Option<&'static str> {
         match &self.kind {
             TokenKind::Jwt(jwt) => Some(algorithm::algorithm_name(jwt.algorithm)),
+            TokenKind::Dpop(key) => Some(algorithm::algorithm_name(key.algorithm)),
             TokenKind::Secret(_) | TokenKind::Exchange(_) => None,
         }
     }
 
     pub fn kid(&self) -> Option<&str> {
         match &self.kind {
-            TokenKind::Jwt(jwt) => jwt.header.kid.as_deref(),
-            TokenKind::Secret(_) | TokenKind::Exchange(_) => None,
+            TokenKind::Jwt(jwt) => jwt.kid.as_deref(),
+            TokenKind::Secret(_) | TokenKind::Exchange(_) | TokenKind::Dpop(_) => None,
         }
     }
 
-    /// The public verification key, for asymmetric tokens.
-    pub fn public_jwk(&self) -> Option<jsonwebtoken::jwk::Jwk> {
+    /// The public verification key as a JWK (with `kid`, `alg`, `use`), for asymmetric tokens.
+    pub fn public_jwk(&self) -> Option<Map<String, Value>> {
         match &self.kind {
             TokenKind::Jwt(jwt) => jwt.public_jwk(),
-            TokenKind::Secret(_) | TokenKind::Exchange(_) => None,
+            TokenKind::Secret(_) | TokenKind::Exchange(_) | TokenKind::Dpop(_) => None,
         }
     }
 }
@@ -371,7 +483,12 @@ fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collect
         ("header", r.header.values().next().map(|_| raw.span())),
     ];
     let exchange_only = oauth2::exchange_fields(raw).into_iter().map(|(f, s)| (f, Some(s)));
-    for (field, span) in signing_only.into_iter().chain(exchange_only) {
+    let jose_only = per_request::per_request_fields(raw)
+        .into_iter()
+        .chain(r.allow_slow_signing.as_ref().map(|a| ("allow_slow_signing", a.span())))
+        .chain(r.dpop.as_ref().map(|d| ("dpop", d.span())))
+        .map(|(f, s)| (f, Some(s)));
+    for (field, span) in signing_only.into_iter().chain(exchange_only).chain(jose_only) {
         if let Some(span) = span {
             c.error(
                 span,
@@ -380,7 +497,8 @@ fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collect
             );
         }
     }
-    let (material, key_file) = key_material(ctx, raw, c);
+    let r_ = raw.get_ref();
+    let (material, key_file) = read_key(ctx, "", raw.span(), [&r_.key, &r_.key_file, &r_.key_env], c);
     let material = material?;
     if let Some(at) = material.iter().position(|&b| b < 0x20 || b == 0x7f) {
         let (field, span) = key_source(raw);
@@ -403,7 +521,31 @@ fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collect
         ttl: STATIC_LIFETIME,
         refresh_before: Duration::ZERO,
         key_file,
+        extra_files: Vec::new(),
     })
+}
+
+/// `kind = "dpop"`: a DPoP key (see [`dpop`]).
+fn build_dpop(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collector<'_>) -> Option<TokenDefinition> {
+    let (key, material, key_file) = dpop::build(ctx, raw, c)?;
+    Some(TokenDefinition {
+        name: ctx.name.to_string(),
+        fingerprint: fingerprint(&[b"dpop", format!("{key:?}").as_bytes(), &material]),
+        kind: TokenKind::Dpop(Arc::new(key)),
+        ttl: STATIC_LIFETIME,
+        refresh_before: Duration::ZERO,
+        key_file,
+        extra_files: Vec::new(),
+    })
+}
+
+/// Why a per-request token could not be signed for a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestSignError {
+    #[error("{0}")]
+    Sign(MintError),
+    #[error("the request does not give what the token signs: {0:?}")]
+    Derive(per_request::DeriveError),
 }
 
 /// `kind = "oauth2"`: checked here, exchanged by [`crate::exchange`].
@@ -416,7 +558,14 @@ fn build_exchange(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Colle
         kind: TokenKind::Exchange(Box::new(exchange)),
         ttl: Duration::ZERO,
         key_file: None,
+        extra_files: Vec::new(),
     })
+}
+
+/// base64url without padding, as every JOSE segment is written.
+pub fn base64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
@@ -458,15 +607,23 @@ fn claims(
     out
 }
 
-fn header(ctx: &BuildContext<'_>, r: &RawToken, alg: jsonwebtoken::Algorithm, c: &mut Collector<'_>) -> Header {
-    let mut header = Header::new(alg);
+/// The configured JWS header: `typ`, `kid` and the extra fields.
+struct HeaderSettings {
+    typ: Option<String>,
+    kid: Option<String>,
+    extras: Map<String, Value>,
+}
+
+fn header(ctx: &BuildContext<'_>, r: &RawToken, c: &mut Collector<'_>) -> HeaderSettings {
     let lookup = |k: &str| std::env::var(k).ok();
-    header.kid = r.kid.as_ref().and_then(|k| {
+    let kid = r.kid.as_ref().and_then(|k| {
         expand_env_str(k.get_ref(), &lookup).map_err(|e| c.error(k.span(), format!("{}.kid", ctx.key_path), e)).ok()
     });
-    if let Some(typ) = &r.typ {
-        header.typ = (!typ.get_ref().is_empty()).then(|| typ.get_ref().clone());
-    }
+    let typ = match &r.typ {
+        None => Some("JWT".to_string()),
+        Some(typ) => (!typ.get_ref().is_empty()).then(|| typ.get_ref().clone()),
+    };
+    let mut extras = Map::new();
     for (name, value) in &r.header {
         let key = format!("{}.header.{name}", ctx.key_path);
         if matches!(name.as_str(), "alg" | "kid" | "typ") {
@@ -474,11 +631,13 @@ fn header(ctx: &BuildContext<'_>, r: &RawToken, alg: jsonwebtoken::Algorithm, c:
             continue;
         }
         match toml_to_json(value.get_ref()).and_then(|mut v| expand_env(&mut v, &lookup).map(|()| v)) {
-            Ok(v) => header.extras.insert(name.clone(), v),
+            Ok(v) => {
+                extras.insert(name.clone(), v);
+            }
             Err(e) => c.error(value.span(), &key, e),
         }
     }
-    header
+    HeaderSettings { typ, kid, extras }
 }
 
 /// A duration that must be shorter than `ttl` (`refresh_before`, `iat_skew`); `None` when
@@ -506,24 +665,39 @@ fn shorter_than_ttl(
 /// Which of `key`, `key_file`, `key_env` holds the key material, and where, for errors.
 fn key_source(raw: &Spanned<RawToken>) -> (&'static str, std::ops::Range<usize>) {
     let r = raw.get_ref();
-    [("key", &r.key), ("key_file", &r.key_file), ("key_env", &r.key_env)]
-        .into_iter()
-        .find_map(|(field, value)| value.as_ref().map(|v| (field, v.span())))
-        .unwrap_or(("key_env", raw.span()))
+    key_source_of([&r.key, &r.key_file, &r.key_env], raw.span())
 }
 
-/// Reads the key bytes from exactly one of `key`, `key_file`, `key_env`.
-fn key_material(
+/// Like [`key_source`], for the key fields of any table.
+pub(crate) fn key_source_of(
+    [key, key_file, key_env]: [&Option<Spanned<String>>; 3],
+    table_span: std::ops::Range<usize>,
+) -> (&'static str, std::ops::Range<usize>) {
+    [("key", key), ("key_file", key_file), ("key_env", key_env)]
+        .into_iter()
+        .find_map(|(field, value)| value.as_ref().map(|v| (field, v.span())))
+        .unwrap_or(("key_env", table_span))
+}
+
+/// Reads key bytes from exactly one of `key`, `key_file`, `key_env` (the fields of the token,
+/// or of a sub-table such as `encrypt`: `prefix` is `""` or `"encrypt."`).
+pub(crate) fn read_key(
     ctx: &BuildContext<'_>,
-    raw: &Spanned<RawToken>,
+    prefix: &str,
+    table_span: std::ops::Range<usize>,
+    [key, key_file, key_env]: [&Option<Spanned<String>>; 3],
     c: &mut Collector<'_>,
 ) -> (Option<Vec<u8>>, Option<PathBuf>) {
-    let r = raw.get_ref();
-    let given = [r.key.is_some(), r.key_file.is_some(), r.key_env.is_some()].iter().filter(|b| **b).count();
+    let given = [key.is_some(), key_file.is_some(), key_env.is_some()].iter().filter(|b| **b).count();
+    let table = format!(
+        "{}{}",
+        ctx.key_path,
+        if prefix.is_empty() { String::new() } else { format!(".{}", prefix.trim_end_matches('.')) }
+    );
     if given != 1 {
         c.error(
-            raw.span(),
-            ctx.key_path,
+            table_span,
+            table,
             if given == 0 {
                 "no key given: set one of key_file, key_env or key (inline, for demos only)"
             } else {
@@ -532,10 +706,10 @@ fn key_material(
         );
         return (None, None);
     }
-    if let Some(k) = &r.key {
+    if let Some(k) = key {
         return (Some(k.get_ref().as_bytes().to_vec()), None);
     }
-    if let Some(f) = &r.key_file {
+    if let Some(f) = key_file {
         let path = ctx.base_dir.join(f.get_ref());
         return match std::fs::read(&path) {
             Ok(mut bytes) => {
@@ -543,18 +717,22 @@ fn key_material(
                 (Some(bytes), Some(path))
             }
             Err(e) => {
-                c.error(f.span(), format!("{}.key_file", ctx.key_path), format!("cannot read {}: {e}", path.display()));
+                c.error(
+                    f.span(),
+                    format!("{}.{prefix}key_file", ctx.key_path),
+                    format!("cannot read {}: {e}", path.display()),
+                );
                 (None, Some(path))
             }
         };
     }
-    if let Some(var) = &r.key_env {
+    if let Some(var) = key_env {
         return match std::env::var_os(var.get_ref()) {
             Some(v) if !v.is_empty() => (Some(v.into_encoded_bytes()), None),
             _ => {
                 c.error(
                     var.span(),
-                    format!("{}.key_env", ctx.key_path),
+                    format!("{}.{prefix}key_env", ctx.key_path),
                     format!("environment variable {} is not set or empty", var.get_ref()),
                 );
                 (None, None)

@@ -39,6 +39,8 @@ pub struct ExchangeDefinition {
     pub refresh_before: Option<Duration>,
     /// Every other token this one needs, for the dependency check and the exchange.
     pub references: Vec<Reference>,
+    /// `dpop`: the `kind = "dpop"` key that proves possession of this token (RFC 9449).
+    pub dpop: Option<String>,
 }
 
 /// The body of the token endpoint request.
@@ -124,8 +126,10 @@ fn signing_fields(raw: &Spanned<RawToken>) -> Vec<(&'static str, Range<usize>)> 
         ("auto_claims", r.auto_claims.as_ref().map(Spanned::span)),
         ("claims", r.claims.values().next().map(Spanned::span)),
         ("header", r.header.values().next().map(Spanned::span)),
+        ("allow_slow_signing", r.allow_slow_signing.as_ref().map(Spanned::span)),
     ]
     .into_iter()
+    .chain(super::per_request::per_request_fields(raw).into_iter().map(|(n, s)| (n, Some(s))))
     .filter_map(|(name, s)| Some((name, s?)))
     .collect()
 }
@@ -325,10 +329,21 @@ pub(super) fn build(
         }
     });
 
+    let dpop = r.dpop.as_ref().map(|d| {
+        references.push(Reference {
+            name: d.get_ref().clone(),
+            kind: Some("dpop"),
+            key_path: at("dpop"),
+            span: d.span(),
+        });
+        d.get_ref().clone()
+    });
+
     if c.len() != before {
         return None;
     }
     Some(ExchangeDefinition {
+        dpop,
         token_url: token_url?,
         method,
         headers,

@@ -11,6 +11,7 @@ mod config;
 mod encodings;
 mod exchange;
 mod fleet;
+mod jose;
 mod ops;
 mod policy;
 mod protocols;

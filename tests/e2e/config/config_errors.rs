@@ -43,9 +43,9 @@ tokens = ["acme", "acem"]
 const MANY_MISTAKES_OUTPUT: &str = r#"sidecar.toml:4:13: proxy.unmatched: unknown policy "drop" (expected "forward" or "deny")
 sidecar.toml:5:19: proxy.connect_timeout: invalid duration "ten seconds" (expected number at 0); write it like "90s", "15m" or "1h"
 sidecar.toml:8:10: admin.listen: invalid address "localhost:9090" (expected IP:PORT, such as "127.0.0.1:8080")
-sidecar.toml:12:13: tokens.acme.algorithm: unknown algorithm "RS999" (expected one of HS256, HS384, HS512, ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA)
+sidecar.toml:12:13: tokens.acme.algorithm: unknown algorithm "RS999" (expected one of HS256, HS384, HS512, ES256, ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA)
 sidecar.toml:15:7: tokens.acme.ttl: invalid duration "15" (time unit needed, for example 15sec or 15ms); write it like "90s", "15m" or "1h"
-sidecar.toml:19:12: tokens.billing.key_type: key type RsaPem cannot sign HS256 (use one of Secret, Base64Secret, UrlSafeBase64Secret)
+sidecar.toml:19:12: tokens.billing.key_type: key type RsaPem cannot sign HS256 (use one of Secret, Base64Secret, UrlSafeBase64Secret, Jwk)
 sidecar.toml:25:19: routes[0].tokens: no token named "acem" (defined: acme, billing)"#;
 
 #[test]

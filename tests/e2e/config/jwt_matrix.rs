@@ -179,9 +179,9 @@ case = "{test}"
     match form.pair(k) {
         None => assert!(def.public_jwk().is_none(), "an HMAC secret must not be exposed as a JWK"),
         Some(_) => {
-            let jwk = def.public_jwk().expect("asymmetric tokens have a public JWK");
-            assert_eq!(jwk.common.key_id.as_deref(), Some(kid.as_str()));
-            let json = serde_json::to_value(&jwk).expect("JWK as JSON");
+            let json = serde_json::Value::Object(def.public_jwk().expect("asymmetric tokens have a public JWK"));
+            assert_eq!(json["kid"].as_str(), Some(kid.as_str()));
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(json.clone()).expect("a JWK jsonwebtoken reads");
             for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
                 assert!(json.get(private).is_none(), "public JWK must not contain `{private}`: {json}");
             }
@@ -204,8 +204,10 @@ macro_rules! matrix {
         fn matrix_covers_every_compatible_pair() {
             use token_sidecar::tokens::algorithm::{compatible_key_types, ALGORITHMS};
             let covered: Vec<(&str, &str)> = vec![$(($alg, Form::$form.key_type())),*];
-            for (name, alg) in ALGORITHMS {
-                for kt in compatible_key_types(alg) {
+            // ES512 (which jsonwebtoken cannot verify) and JWK keys are covered by
+            // tests/e2e/jose, with openssl as the verifier.
+            for (name, alg) in ALGORITHMS.into_iter().filter(|(name, _)| *name != "ES512") {
+                for kt in compatible_key_types(alg).filter(|kt| kt.name() != "Jwk") {
                     assert!(covered.contains(&(name, kt.name())), "no matrix case for {name} with {}", kt.name());
                 }
             }

@@ -3,11 +3,11 @@
 //! `load_encoding_key` directly.
 
 use token_sidecar::config::Diagnostic;
+use token_sidecar::tokens::algorithm::parse_algorithm;
 use token_sidecar::tokens::algorithm::{compatible_key_types, KeyType, ALGORITHMS};
-use token_sidecar::tokens::keys::{load_encoding_key, KeyError};
+use token_sidecar::tokens::keys::{load_signing_key, KeyError};
 
 use crate::support::config::{render, single, toml_str, ConfigDir};
-use crate::support::jwt::algorithm;
 use crate::support::keys::{hmac_secret_b64, hmac_secret_b64url, keys};
 
 fn config(alg: &str, key_type: &str, key_line: &str) -> String {
@@ -33,16 +33,16 @@ fn rejected_inline(alg: &str, key_type: &str, material: &str) -> Diagnostic {
     e
 }
 
-/// The error `load_encoding_key` gives for this material.
+/// The error `load_signing_key` gives for this material.
 fn load_error(alg: &str, key_type: &str, material: &str) -> KeyError {
     let kt = KeyType::parse(key_type).expect("key type");
-    match load_encoding_key(algorithm(alg), kt, material.as_bytes()) {
+    match load_signing_key(parse_algorithm(alg).expect("algorithm"), kt, material.as_bytes()) {
         Ok(_) => panic!("{alg}/{key_type} should reject this key"),
         Err(e) => e,
     }
 }
 
-/// Checks both paths: the variant from `load_encoding_key`, and that the config error carries
+/// Checks both paths: the variant from `load_signing_key`, and that the config error carries
 /// exactly its message at the token's key path.
 fn assert_rejected(alg: &str, key_type: &str, material: &str, expected: KeyError) {
     assert_eq!(load_error(alg, key_type, material), expected);
@@ -53,18 +53,18 @@ fn assert_rejected(alg: &str, key_type: &str, material: &str, expected: KeyError
 fn compatible_key_types_follow_the_algorithm_family() {
     for (name, alg) in ALGORITHMS {
         let expected: &[&str] = match name {
-            "HS256" | "HS384" | "HS512" => &["Secret", "Base64Secret", "UrlSafeBase64Secret"],
+            "HS256" | "HS384" | "HS512" => &["Secret", "Base64Secret", "UrlSafeBase64Secret", "Jwk"],
             "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => {
-                &["RsaPem", "RsaDer", "GoogleServiceAccountJson"]
+                &["RsaPem", "RsaDer", "GoogleServiceAccountJson", "Jwk"]
             }
-            "ES256" | "ES384" => &["EcPem", "EcDer"],
-            "EdDSA" => &["EdPem", "EdDer"],
+            "ES256" | "ES384" | "ES512" => &["EcPem", "EcDer", "Jwk"],
+            "EdDSA" => &["EdPem", "EdDer", "Jwk"],
             other => panic!("unexpected algorithm {other}"),
         };
         let got: Vec<&str> = compatible_key_types(alg).map(KeyType::name).collect();
         assert_eq!(got, expected, "{name}");
     }
-    assert_eq!(ALGORITHMS.len(), 12);
+    assert_eq!(ALGORITHMS.len(), 13);
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn every_incompatible_pair_is_a_key_type_error() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 12 * 10 - 33, "all incompatible pairs were tried");
+    assert_eq!(checked, 13 * 11 - 48, "all incompatible pairs were tried");
 }
 
 #[test]

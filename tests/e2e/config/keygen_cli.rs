@@ -152,11 +152,11 @@ fn keygen_rejects_bad_arguments_without_writing() {
     for (args, message) in [
         (
             vec!["--alg", "RS256", "--bits", "1024"],
-            "--bits applies to RS*/PS* keys only, and must be 2048, 3072 or 4096",
+            "--bits applies to RS*/PS*/RSA-OAEP* keys only, and must be 2048, 3072 or 4096",
         ),
         (
             vec!["--alg", "ES256", "--bits", "2048"],
-            "--bits applies to RS*/PS* keys only, and must be 2048, 3072 or 4096",
+            "--bits applies to RS*/PS*/RSA-OAEP* keys only, and must be 2048, 3072 or 4096",
         ),
         (vec!["--alg", "RS999"], "unknown algorithm \"RS999\" (expected one of HS256, "),
     ] {

@@ -109,7 +109,14 @@ async fn reload_under_load() {
     let key_a = demo_key("demo-rsa.key.pem");
     let pub_a = DecodingKey::from_rsa_pem(demo_key("demo-rsa.pub.pem").as_bytes()).unwrap();
     let generated = dir.path("generated");
-    token_sidecar::keygen::generate(Algorithm::RS256, None, &generated, "rotated", Some("reload")).unwrap();
+    token_sidecar::keygen::generate(
+        token_sidecar::tokens::algorithm::Algorithm::RS256,
+        None,
+        &generated,
+        "rotated",
+        Some("reload"),
+    )
+    .unwrap();
     let key_b = std::fs::read_to_string(generated.join("rotated.key.pem")).unwrap();
     let pub_b = DecodingKey::from_rsa_pem(&std::fs::read(generated.join("rotated.pub.pem")).unwrap()).unwrap();
     let rs256 = &validation(Algorithm::RS256, None);
