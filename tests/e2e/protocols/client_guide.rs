@@ -3,32 +3,13 @@
 //! are a glob and vanish); wget reads only the
 //! lowercase variables and trusts a CA with `--ca-certificate`. So the guide sets both cases.
 
-use crate::support::ca::TestCa;
+use crate::protocols::ClientSetup;
 use crate::support::client::{command, curl, run_command, stdout};
-use crate::support::config::{config, route, rs256_token, TLS_SECTION, UPSTREAM_CA_FILE};
 use crate::support::jwt::verify_demo;
-use crate::support::sidecar::Running;
-use crate::support::upstream::Upstream;
-
-fn aliased(port: u16) -> String {
-    route(port, &["tok"], "[routes.placeholders]\nauth_token = \"tok\"")
-}
 
 #[tokio::test]
 async fn curl_and_wget_read_the_variables_the_guide_says() {
-    let ca = TestCa::new();
-    let plain = Upstream::start().await;
-    let tls = Upstream::tls(&ca).await;
-    let text = config(
-        &format!("extra_ca_file = \"{UPSTREAM_CA_FILE}\""),
-        &format!(
-            "{TLS_SECTION}{}{}\n[[routes]]\nhost = \"localhost\"\nport = {}\ntokens = [\"tok\"]\n[routes.placeholders]\nauth_token = \"tok\"\n",
-            rs256_token("tok", "15m"),
-            aliased(plain.port()),
-            tls.port()
-        ),
-    );
-    let running = Running::start_with(&text, Some(&ca), "info").await;
+    let ClientSetup { plain, tls, running } = ClientSetup::start().await;
     let proxy = format!("http://{}", running.proxy());
     let header = "Authorization: Bearer {/auth_token}";
 

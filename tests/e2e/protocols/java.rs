@@ -8,12 +8,9 @@
 
 use std::path::PathBuf;
 
-use crate::support::ca::TestCa;
+use crate::protocols::ClientSetup;
 use crate::support::client::{command, run_command, stdout};
-use crate::support::config::{config, route, rs256_token, TLS_SECTION, UPSTREAM_CA_FILE};
 use crate::support::jwt::verify_demo;
-use crate::support::sidecar::Running;
-use crate::support::upstream::Upstream;
 
 const SOURCE: &str = include_str!("ProxyClient.java");
 
@@ -50,19 +47,7 @@ async fn compiled() -> Option<PathBuf> {
 #[tokio::test]
 async fn java_http_client_with_system_properties_and_a_truststore() {
     let Some(classes) = compiled().await else { return };
-    let ca = TestCa::new();
-    let plain = Upstream::start().await;
-    let tls = Upstream::tls(&ca).await;
-    let text = config(
-        &format!("extra_ca_file = \"{UPSTREAM_CA_FILE}\""),
-        &format!(
-            "{TLS_SECTION}{}{}\n[[routes]]\nhost = \"localhost\"\nport = {}\ntokens = [\"tok\"]\n[routes.placeholders]\nauth_token = \"tok\"\n",
-            rs256_token("tok", "15m"),
-            route(plain.port(), &["tok"], "[routes.placeholders]\nauth_token = \"tok\""),
-            tls.port()
-        ),
-    );
-    let running = Running::start_with(&text, Some(&ca), "info").await;
+    let ClientSetup { plain, tls, running } = ClientSetup::start().await;
     let store = running.dir.path("truststore.p12");
     let mut keytool = command("keytool");
     keytool

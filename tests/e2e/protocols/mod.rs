@@ -12,7 +12,40 @@ mod plain_in_connect;
 mod sse;
 mod websocket;
 
+use crate::support::ca::TestCa;
 use crate::support::client::{python, run_command};
+use crate::support::config::{config, route, rs256_token, TLS_SECTION, UPSTREAM_CA_FILE};
+use crate::support::sidecar::Running;
+use crate::support::upstream::Upstream;
+
+/// What a client test talks to: a plain and a TLS upstream, each routed with the token `tok`
+/// under the alias `auth_token` (the plain one by port on 127.0.0.1, the TLS one as
+/// `localhost`, intercepted), and the sidecar, whose CA is `ca/ca.pem` in its folder.
+pub struct ClientSetup {
+    pub plain: Upstream,
+    pub tls: Upstream,
+    pub running: Running,
+}
+
+impl ClientSetup {
+    pub async fn start() -> ClientSetup {
+        let ca = TestCa::new();
+        let plain = Upstream::start().await;
+        let tls = Upstream::tls(&ca).await;
+        let text = config(
+            &format!("extra_ca_file = \"{UPSTREAM_CA_FILE}\""),
+            &format!(
+                "{TLS_SECTION}{}{}\n[[routes]]\nhost = \"localhost\"\nport = {}\ntokens = [\"tok\"]\n\
+                 [routes.placeholders]\nauth_token = \"tok\"\n",
+                rs256_token("tok", "15m"),
+                route(plain.port(), &["tok"], "[routes.placeholders]\nauth_token = \"tok\""),
+                tls.port()
+            ),
+        );
+        let running = Running::start_with(&text, Some(&ca), "info").await;
+        ClientSetup { plain, tls, running }
+    }
+}
 
 /// Panics with how to install `package` when Python cannot run `check` (an import, or a
 /// version check): `.ci/test` installs it, and a machine without it must say so rather than

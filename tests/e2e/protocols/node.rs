@@ -10,12 +10,9 @@
 use std::path::PathBuf;
 
 use super::{json_lines, step};
-use crate::support::ca::TestCa;
+use crate::protocols::ClientSetup;
 use crate::support::client::{command, run_command};
-use crate::support::config::{config, route, rs256_token, TLS_SECTION, UPSTREAM_CA_FILE};
 use crate::support::jwt::verify_demo;
-use crate::support::sidecar::Running;
-use crate::support::upstream::Upstream;
 
 const CLIENT: &str = include_str!("undici_client.js");
 
@@ -47,19 +44,7 @@ async fn undici() -> Option<PathBuf> {
 #[tokio::test]
 async fn undici_env_http_proxy_agent_for_http_and_https() {
     let Some(undici) = undici().await else { return };
-    let ca = TestCa::new();
-    let plain = Upstream::start().await;
-    let tls = Upstream::tls(&ca).await;
-    let text = config(
-        &format!("extra_ca_file = \"{UPSTREAM_CA_FILE}\""),
-        &format!(
-            "{TLS_SECTION}{}{}\n[[routes]]\nhost = \"localhost\"\nport = {}\ntokens = [\"tok\"]\n[routes.placeholders]\nauth_token = \"tok\"\n",
-            rs256_token("tok", "15m"),
-            route(plain.port(), &["tok"], "[routes.placeholders]\nauth_token = \"tok\""),
-            tls.port()
-        ),
-    );
-    let running = Running::start_with(&text, Some(&ca), "info").await;
+    let ClientSetup { plain, tls, running } = ClientSetup::start().await;
     let proxy = format!("http://{}", running.proxy());
     let http_url = plain.url("/from-node");
     let https_url = format!("https://localhost:{}/from-node", tls.port());

@@ -26,8 +26,6 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 
 use super::ca::TestCa;
@@ -75,34 +73,13 @@ impl GrpcUpstream {
     }
 
     async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> GrpcUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC upstream");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let state = Arc::clone(&shared);
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(answer(state, req)) }
-                    });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    match tls {
-                        Some(acceptor) => {
-                            let Ok(tls) = acceptor.accept(stream).await else { return };
-                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
-                        }
-                        None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                        }
-                    }
-                });
-            }
-        })
-        .abort_handle();
+        let service = service_fn(move |req| {
+            let state = Arc::clone(&shared);
+            async move { Ok::<_, Infallible>(answer(state, req)) }
+        });
+        let (addr, task) = super::serve::spawn("gRPC upstream", tls, service).await;
         GrpcUpstream { addr, state, task }
     }
 

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod origin;
 pub mod raw;
 pub mod redis;
+pub mod serve;
 pub mod sidecar;
 pub mod sse;
 pub mod tunnel;

@@ -13,8 +13,6 @@ use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 
 use super::ca::TestCa;
@@ -40,34 +38,13 @@ impl SseUpstream {
     }
 
     async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> SseUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind SSE upstream");
-        let addr = listener.local_addr().expect("addr");
         let release = Arc::new(Notify::new());
         let shared = Arc::clone(&release);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let release = Arc::clone(&shared);
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let release = Arc::clone(&release);
-                        async move { Ok::<_, Infallible>(events(release, req)) }
-                    });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    match tls {
-                        Some(acceptor) => {
-                            let Ok(tls) = acceptor.accept(stream).await else { return };
-                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
-                        }
-                        None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                        }
-                    }
-                });
-            }
-        })
-        .abort_handle();
+        let service = service_fn(move |req| {
+            let release = Arc::clone(&shared);
+            async move { Ok::<_, Infallible>(events(release, req)) }
+        });
+        let (addr, task) = super::serve::spawn("SSE upstream", tls, service).await;
         SseUpstream { addr, release, task }
     }
 

@@ -15,9 +15,8 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use super::ca::TestCa;
 use super::raw::DEADLINE;
@@ -79,34 +78,13 @@ impl WsUpstream {
     }
 
     async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> WsUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind WebSocket upstream");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let state = Arc::clone(&shared);
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(upgrade(state, req)) }
-                    });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    match tls {
-                        Some(acceptor) => {
-                            let Ok(tls) = acceptor.accept(stream).await else { return };
-                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await;
-                        }
-                        None => {
-                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
-                        }
-                    }
-                });
-            }
-        })
-        .abort_handle();
+        let service = service_fn(move |req| {
+            let state = Arc::clone(&shared);
+            async move { Ok::<_, Infallible>(upgrade(state, req)) }
+        });
+        let (addr, task) = super::serve::spawn("WebSocket upstream", tls, service).await;
         WsUpstream { addr, state, task }
     }
 
