@@ -188,12 +188,12 @@ impl RedisClient {
             metrics::gauge!("fleet_redis_up").set(if up { 1.0 } else { 0.0 });
             match error {
                 None => {
-                    tracing::info!(redis = %self.target, "fleet: Redis is reachable; sharing tokens with the fleet")
+                    tracing::info!(redis = %self.target, "fleet: Redis is reachable; sharing with the fleet")
                 }
                 Some(e) => tracing::warn!(
                     redis = %self.target,
                     error = %e,
-                    "fleet: Redis is unavailable; exchanging tokens locally until it is back"
+                    "fleet: Redis is unavailable; exchanging tokens and caching locally until it is back"
                 ),
             }
         }
