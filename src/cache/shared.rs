@@ -81,6 +81,12 @@ impl Epoch {
         k.read_at.filter(|at| *at >= since).map(|_| k.usable.then_some(k.value))
     }
 
+    /// Whether the last read failed (Redis did not answer).
+    fn failing(&self) -> bool {
+        let k = self.known();
+        k.read_at.is_some() && !k.usable
+    }
+
     /// Whether the route's epoch moved away from `value` (a purge was seen since a request
     /// read it): what that request fetched must not be stored.
     pub fn moved_from(&self, value: EpochValue) -> bool {
@@ -188,7 +194,11 @@ impl SharedTier {
         if let Some(known) = route.epoch.read_since(now.checked_sub(EPOCH_REFRESH).unwrap_or(now)) {
             return known;
         }
-        if let Some(known) = route.epoch.read_since(now.checked_sub(EPOCH_MAX_AGE).unwrap_or(now)) {
+        // Recent enough to use while it is read again; and while Redis is not answering, no
+        // request waits for it: the local store serves, and a read in the background notices
+        // when Redis is back.
+        let recent = route.epoch.read_since(now.checked_sub(EPOCH_MAX_AGE).unwrap_or(now));
+        if let Some(known) = recent.or(route.epoch.failing().then_some(None)) {
             if !route.epoch.refreshing.swap(true, Ordering::AcqRel) {
                 let (tier, route) = (Arc::clone(self), Arc::clone(route));
                 tokio::spawn(async move {
@@ -422,6 +432,7 @@ mod tests {
         assert!(!epoch.moved_from(EpochValue([3; 16])) && epoch.moved_from(EpochValue::default()));
         epoch.known().usable = false;
         assert_eq!(epoch.read_since(now), Some(None), "read, but Redis did not answer");
+        assert!(epoch.failing());
         assert!(!epoch.moved_from(EpochValue([3; 16])), "Redis down is not a purge");
         assert_eq!(epoch.read_since(now + Duration::from_millis(1)), None, "older than asked");
     }
