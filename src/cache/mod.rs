@@ -368,23 +368,28 @@ pub async fn lookup(
         match entry.freshness(SystemTime::now()) {
             Freshness::Fresh if fresh_enough => return Ok(Lookup::Answer(answer(&entry, Outcome::Hit)?, None)),
             Freshness::StaleWhileRevalidate if asks.max_age.is_none() => {
-                let response = answer(&entry, Outcome::Stale)?;
                 // One refresh per key at a time (in the fleet too); other stale answers
                 // meanwhile start none.
                 let mut refresh = None;
                 if let Some(leader) = cache.flights.try_lead(keyed.key) {
+                    let wait = snapshot.config.cache.coalesce_wait;
                     let fleet = match (&cache.shared, epoch) {
-                        (Some(tier), Some(e)) => {
-                            tier.try_lease(&keyed.key, e, snapshot.config.cache.coalesce_wait).await
-                        }
+                        (Some(tier), Some(e)) => tier.try_lease(rc, &keyed.key, e, wait).await,
                         _ => TryLease::Unavailable,
                     };
-                    let fleet = match fleet {
+                    let lease = match fleet {
+                        // A peer refreshed it just now: answer with that.
+                        TryLease::Refreshed(fresh) => {
+                            if let Some(e) = epoch {
+                                cache.keep(rc, keyed.key, &fresh, e);
+                            }
+                            return Ok(Lookup::Answer(answer(&fresh, Outcome::Hit)?, None));
+                        }
                         TryLease::Taken => None,
                         TryLease::Held(lease) => Some(Some(lease)),
                         TryLease::Unavailable => Some(None),
                     };
-                    refresh = fleet.and_then(|lease| {
+                    refresh = lease.and_then(|lease| {
                         let body = read.copy(limits.budget, limits.budget_limit)?;
                         let storing = Storing::new(keyed, purges, epoch).led(leader, lease);
                         let mut ticket = Ticket::new(cache, rc, Outcome::Miss).storing(storing);
@@ -392,7 +397,7 @@ pub async fn lookup(
                         Some(Box::new(Refresh { parts: copy_head(parts), body: RequestBody::Read(body), ticket }))
                     });
                 }
-                return Ok(Lookup::Answer(response, refresh));
+                return Ok(Lookup::Answer(answer(&entry, Outcome::Stale)?, refresh));
             }
             Freshness::Expired => {}
             _ => stale = Some(entry),

@@ -115,6 +115,8 @@ pub enum FleetLead {
 /// A background refresh's claim on a key, for stale-while-revalidate.
 pub enum TryLease {
     Held(FleetLease),
+    /// A peer refreshed it meanwhile; here is its fresh entry.
+    Refreshed(Arc<Entry>),
     /// A peer is refreshing it already.
     Taken,
     Unavailable,
@@ -275,7 +277,14 @@ impl SharedTier {
         match self.store.lease_as("cache_lease", &lease_key, wait).await {
             Err(_) => return FleetLead::Alone,
             Ok(Some(lease)) => {
-                return FleetLead::Holder(FleetLease { store: Arc::clone(&self.store), lease: Some(lease) })
+                let lease = FleetLease { store: Arc::clone(&self.store), lease: Some(lease) };
+                return match self.fresh_after_lease(route, key, epoch).await {
+                    Some(entry) => {
+                        lease.release().await;
+                        FleetLead::Found(entry)
+                    }
+                    None => FleetLead::Holder(lease),
+                };
             }
             Ok(None) => {}
         }
@@ -312,12 +321,32 @@ impl SharedTier {
     }
 
     /// Claims `key` for a background refresh without waiting.
-    pub async fn try_lease(&self, key: &CacheKey, epoch: EpochValue, ttl: Duration) -> TryLease {
+    pub async fn try_lease(&self, route: &RouteCache, key: &CacheKey, epoch: EpochValue, ttl: Duration) -> TryLease {
         match self.store.lease_as("cache_lease", &self.lease_key(key, epoch), ttl).await {
-            Ok(Some(lease)) => TryLease::Held(FleetLease { store: Arc::clone(&self.store), lease: Some(lease) }),
+            Ok(Some(lease)) => {
+                let lease = FleetLease { store: Arc::clone(&self.store), lease: Some(lease) };
+                match self.fresh_after_lease(route, key, epoch).await {
+                    Some(entry) => {
+                        lease.release().await;
+                        TryLease::Refreshed(entry)
+                    }
+                    None => TryLease::Held(lease),
+                }
+            }
             Ok(None) => TryLease::Taken,
             Err(_) => TryLease::Unavailable,
         }
+    }
+
+    /// Looks once more after taking a lease: a peer may have stored the key and released
+    /// its lease between this sidecar's lookup and its lease, and its answer is then here.
+    async fn fresh_after_lease(&self, route: &RouteCache, key: &CacheKey, epoch: EpochValue) -> Option<Arc<Entry>> {
+        let stored = self.store.get_as("cache_get", &self.entry_key(key, epoch), max_len(route)).await.ok()??;
+        let entry = admit(route, stored.value)?;
+        (entry.freshness(SystemTime::now()) == Freshness::Fresh).then(|| {
+            count(route, "hit");
+            entry
+        })
     }
 
     /// Writes `entry` for the fleet (if the route's epoch is still the one it was fetched

@@ -172,6 +172,32 @@ async fn a_waiting_sidecar_goes_upstream_as_soon_as_the_answer_proves_unstorable
     assert!(fleet.redis.keys_containing(ENTRIES).is_empty(), "nothing stored");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_entry_is_refreshed_by_one_sidecar_of_the_fleet() {
+    let fleet = Fleet::start().await;
+    let origin = Origin::counting().await;
+    let toml = shared(&fleet, origin.port(), "ttl = \"1s\"\nstale_while_revalidate = \"60s\"", "", "");
+    let (a, b) = (Running::start(&toml).await, Running::start(&toml).await);
+    let url = origin.url("/v1/rates");
+    assert_reply(&lookup(a.proxy(), &url).await, "1", "miss");
+    wait_for_entries(&fleet, 1).await;
+    origin.hold();
+    // Past the ttl, the first sidecar answers stale and refreshes (held at the upstream).
+    let stale = wait_until(PROMPT, async || cache_state(&lookup(a.proxy(), &url).await) == "stale").await;
+    assert!(stale, "the entry never went stale");
+    assert!(wait_until(PROMPT, async || origin.count() == 2).await, "the first sidecar did not refresh");
+    // The second sidecar answers stale from Redis too, and leaves the refresh to the first.
+    assert_reply(&lookup(b.proxy(), &url).await, "1", "stale");
+    origin.release(1);
+    let refreshed = wait_until(PROMPT, async || {
+        let reply = lookup(b.proxy(), &url).await;
+        cache_state(&reply) == "hit" && reply.text() == "2"
+    })
+    .await;
+    assert!(refreshed, "the second sidecar did not find the refreshed entry");
+    assert_eq!(origin.count(), 2, "one refresh for the fleet");
+}
+
 /// Lookups of rotating keys through every sidecar until stopped; records every failure.
 struct Lookups {
     stop: Arc<AtomicBool>,
