@@ -480,13 +480,14 @@ sanity_check() {
   if [ "$name" = sidecar-shared ]; then
     got=$(curl -sS --max-time 10 -D - -o /dev/null -x "http://127.0.0.1:${PORT_OF[$name]}" \
       -H 'Authorization: Bearer {/auth_token}' "http://127.0.0.1:$UP/lookup?id=sanity" | tr -d '\r')
-    local stored=""
+    local stored=0
     for _ in $(seq 50); do
-      stored=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'token-sidecar:cache:*' | head -1)
-      [ -n "$stored" ] && break
+      # (wc reads every line: `head` would end redis-cli with SIGPIPE, and pipefail the run)
+      stored=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'token-sidecar:cache:*' | wc -l)
+      [ "$stored" -gt 0 ] && break
       sleep 0.1
     done
-    if [[ $got != *"x-token-sidecar-cache: "* ]] || [ -z "$stored" ]; then
+    if [[ $got != *"x-token-sidecar-cache: "* ]] || [ "$stored" -eq 0 ]; then
       echo "sanity check failed for $name: the lookup was not stored in Redis: $got" >&2
       exit 1
     fi
