@@ -106,6 +106,26 @@ async fn an_answer_fetched_through_one_sidecar_is_a_hit_on_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_whose_route_differs_keep_separate_entries() {
+    let fleet = Fleet::start().await;
+    let origin = Origin::counting().await;
+    let a = Running::start(&shared(&fleet, origin.port(), "ttl = \"60s\"", "", "")).await;
+    // The same route with another ttl, and the same route binding a token with other
+    // claims (another identity at the upstream): other routes, other entries.
+    let other_ttl = Running::start(&shared(&fleet, origin.port(), "ttl = \"61s\"", "", "")).await;
+    let other_claims = shared(&fleet, origin.port(), "ttl = \"60s\"", "", "");
+    let other_claims = Running::start(&other_claims.replace("iss = \"e2e-tests\"", "iss = \"another-issuer\"")).await;
+    let url = origin.url("/v1/customers/7");
+    assert_reply(&lookup(a.proxy(), &url).await, "1", "miss");
+    wait_for_entries(&fleet, 1).await;
+    assert_reply(&lookup(other_ttl.proxy(), &url).await, "2", "miss");
+    assert_reply(&lookup(other_claims.proxy(), &url).await, "3", "miss");
+    wait_for_entries(&fleet, 3).await;
+    let same = Running::start(&shared(&fleet, origin.port(), "ttl = \"60s\"", "", "")).await;
+    assert_reply(&lookup(same.proxy(), &url).await, "1", "hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_on_two_sidecars_make_one_upstream_request() {
     let fleet = Fleet::start().await;
     let origin = Origin::counting().await;
