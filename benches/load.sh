@@ -5,6 +5,7 @@
 #   MODE=throughput bash benches/load.sh # only the proxy comparison
 #   MODE=refresh bash benches/load.sh    # only p99 during back-to-back RSA-4096 refreshes
 #   MODE=cache bash benches/load.sh      # only the function-result cache's hit path vs nginx proxy_cache
+#   MODE=shared-cache bash benches/load.sh # a hit from the fleet's Redis vs a local hit (issue 16)
 #
 # Knobs (environment): DURATION (seconds per wrk run, default 4), ROUNDS (default 5),
 # REFRESH_ROUNDS (default 9: p99 is noisier than throughput here),
@@ -34,6 +35,16 @@
 #   sidecar        the same GET through the uncached sidecar, and direct, for scale
 # with `GET /lookup?id=42` and `Authorization: Bearer {/auth_token}` (CACHE_CONNS, default
 # "1 16 256").
+# and, for the shared cache (MODE=shared-cache, `[cache] backend = "redis"`), GET lookups that
+# rotate over SHARED_KEYS ids (default 1000: /lookup?id=0..999, in order), so the same keys
+# are asked of every peer:
+#   sidecar-shared token-sidecar with a local tier too small to keep them ([cache] max_bytes
+#                  = "4KiB"): nearly every request is a hit read from a redis-server on
+#                  loopback (started here; its CPU is counted with the sidecar's), then kept
+#                  locally in place of another (the report gives the share of hits that came
+#                  from Redis)
+#   sidecar-cache  the local store holding every key (hits without Redis)
+#   nginx-cache, sidecar (uncached), direct, as above.
 # Every request of the other cases is a POST in absolute form (forward-proxy mode, as HTTP_PROXY clients send)
 # with `Authorization: Bearer {/auth_token}` and a 48-byte JSON body holding a placeholder;
 # direct gets the same request in origin form. Reported per case: requests/s, p50 and p99
@@ -56,6 +67,7 @@ REFRESH_ROUNDS=${REFRESH_ROUNDS:-9}
 CONNS=${CONNS:-"1 16 256"}
 REFRESH_CONNS=${REFRESH_CONNS:-"1 16"}
 CACHE_CONNS=${CACHE_CONNS:-"1 16 256"}
+SHARED_KEYS=${SHARED_KEYS:-1000}
 PEERS_WANTED=${PEERS:-"direct sidecar nginx sidecar-2w mitmproxy"}
 export SCRAPE_METRICS=${SCRAPE_METRICS:-0}
 WRK_THREADS=${WRK_THREADS:-1}
@@ -73,8 +85,8 @@ CLK_TCK=$(getconf CLK_TCK)
 mkdir -p "$OUT_DIR" "$CONF" "$LOGS"
 : >"$RUNS"
 
-case $MODE in all | throughput | refresh | cache) ;; *)
-  echo "MODE must be all, throughput, refresh or cache" >&2
+case $MODE in all | throughput | refresh | cache | shared-cache) ;; *)
+  echo "MODE must be all, throughput, refresh, cache or shared-cache" >&2
   exit 2
   ;;
 esac
@@ -145,6 +157,9 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
+if [ "$MODE" = all ] || [ "$MODE" = shared-cache ]; then
+  command -v redis-server >/dev/null || need+=(redis-server)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -311,17 +326,37 @@ EOF
 wrk_get_script "$WORK/cache-proxy.lua" "http://127.0.0.1:$UP/lookup?id=42"
 wrk_get_script "$WORK/cache-direct.lua" "/lookup?id=42"
 
+# The shared-cache case: GET lookups rotating over SHARED_KEYS ids. $1 file, $2 target prefix.
+wrk_rotating_script() {
+  cat >"$1" <<EOF
+local headers = {
+  ["Host"] = "127.0.0.1:$UP",
+  ["Authorization"] = "Bearer {/auth_token}",
+  ["User-Agent"] = "agent-function/1.0",
+  ["Accept"] = "application/json",
+}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "$2" .. (n % $SHARED_KEYS), headers)
+end
+EOF
+  sed -n '/^done = function/,$p' "$WORK/proxy.lua" >>"$1"
+}
+wrk_rotating_script "$WORK/shared-cache-proxy.lua" "http://127.0.0.1:$UP/lookup?id="
+wrk_rotating_script "$WORK/shared-cache-direct.lua" "/lookup?id="
+
 # ---------------------------------------------------------------- peers
-declare -A PORT_OF PID_OF SCRAPER_OF
+declare -A PORT_OF PID_OF SCRAPER_OF ADMIN_OF
 
 pids_of() { # the process and its children (nginx workers)
   local pid=$1
   echo "$pid" $(pgrep -P "$pid" || true)
 }
 
-cpu_ticks() {
+cpu_ticks() { # $1 pid (with its children), then other pids counted with it (its Redis)
   local total=0 pid f
-  for pid in $(pids_of "$1"); do
+  for pid in $(pids_of "$1") "${@:2}"; do
     [ -r "/proc/$pid/stat" ] || continue
     read -ra f <<<"$(sed 's/^.*) //' "/proc/$pid/stat")"
     total=$((total + f[11] + f[12]))
@@ -344,6 +379,7 @@ start_sidecar() { # $1 name, $2 worker threads, $3 key, $4 ttl, $5 refresh_befor
   PORT_OF[$name]=$PORT
   pick_port
   admin=$PORT
+  ADMIN_OF[$name]=$admin
   sidecar_config "$CONF/$name.toml" "${PORT_OF[$name]}" "$admin" "$2" "$3" "$4" "$5" "${6:-}"
   start "$name" "$SIDECAR" --config "$CONF/$name.toml" --log info run
   PID_OF[$name]=$STARTED_PID
@@ -441,6 +477,21 @@ sanity_check() {
     echo "sanity check failed for $name: body was not substituted ($got)" >&2
     exit 1
   fi
+  if [ "$name" = sidecar-shared ]; then
+    got=$(curl -sS --max-time 10 -D - -o /dev/null -x "http://127.0.0.1:${PORT_OF[$name]}" \
+      -H 'Authorization: Bearer {/auth_token}' "http://127.0.0.1:$UP/lookup?id=sanity" | tr -d '\r')
+    local stored=0
+    for _ in $(seq 50); do
+      # (wc reads every line: `head` would end redis-cli with SIGPIPE, and pipefail the run)
+      stored=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'token-sidecar:cache:*' | wc -l)
+      [ "$stored" -gt 0 ] && break
+      sleep 0.1
+    done
+    if [[ $got != *"x-token-sidecar-cache: "* ]] || [ "$stored" -eq 0 ]; then
+      echo "sanity check failed for $name: the lookup was not stored in Redis: $got" >&2
+      exit 1
+    fi
+  fi
   if [[ $name == *-cache ]]; then
     # The second lookup must be answered from the cache. (/check is not: its answer echoes
     # the token, which the sidecar never stores.)
@@ -470,13 +521,16 @@ run_wrk() {
     url="http://127.0.0.1:${PORT_OF[$name]}/bench"
     script=$WORK/proxy.lua
   fi
-  if [ "$mode" = cache ]; then
-    script=$WORK/cache-${script##*/}
+  if [ "$mode" = cache ] || [ "$mode" = shared-cache ]; then
+    script=$WORK/$mode-${script##*/}
   fi
+  # The shared cache's Redis works for the sidecar: its CPU is the sidecar's cost.
+  local extra=()
+  [ "$name" = sidecar-shared ] && extra=("$REDIS_PID")
   threads=$((conns < WRK_THREADS ? conns : WRK_THREADS))
   local pid=${PID_OF[$name]:-}
   before=0
-  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid" "${extra[@]}")
   local log_lines_before=0
   [ -n "$pid" ] && log_lines_before=$(grep -c 'token refreshed' "$LOGS/$name.log" || true)
   out=$(wrk -t "$threads" -c "$conns" -d "${secs}s" --timeout 5s --latency -s "$script" "$url" 2>&1) || {
@@ -484,7 +538,7 @@ run_wrk() {
     exit 1
   }
   after=0
-  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  [ -n "$pid" ] && after=$(cpu_ticks "$pid" "${extra[@]}")
   refreshes=0
   [ -n "$pid" ] && refreshes=$(($(grep -c 'token refreshed' "$LOGS/$name.log" || true) - log_lines_before))
   json=$(grep '^WRKJSON ' <<<"$out" | sed 's/^WRKJSON //')
@@ -515,6 +569,17 @@ record_mem() { # $1 mode, $2 peer, $3 conns, $4 what (idle|peak|end_rss)
   printf '{"kind":"mem","mode":"%s","peer":"%s","conns":%d,"what":"%s","kib":%d}\n' "$1" "$name" "$3" "$4" "$v" >>"$RUNS"
 }
 
+# How many of sidecar-shared's hits came from Redis (the rest from its small local tier).
+record_shared_hits() { # $1 mode, $2 conns
+  local metrics hits shared
+  metrics=$(curl -s --max-time 5 "http://127.0.0.1:${ADMIN_OF[sidecar-shared]}/metrics")
+  hits=$(awk '/^cache_requests_total\{/ && /result="hit"/ { s += $2 } END { print s + 0 }' <<<"$metrics")
+  shared=$(awk '/^cache_shared_lookups_total\{/ && /result="hit"/ { s += $2 } END { print s + 0 }' <<<"$metrics")
+  log "sidecar-shared: $shared of $hits hits came from Redis"
+  printf '{"kind":"hits","mode":"%s","peer":"sidecar-shared","conns":%d,"hits":%d,"from_redis":%d}\n' \
+    "$1" "$2" "$hits" "$shared" >>"$RUNS"
+}
+
 start_peer() {
   case $1 in
   direct) ;;
@@ -523,6 +588,12 @@ start_peer() {
   nginx) start_nginx_proxy nginx ;;
   nginx-cache) start_nginx_proxy nginx-cache ;;
   sidecar-cache) start_sidecar sidecar-cache 1 "$KEYS/demo-rsa.key.pem" 15m 3m $'[routes.cache]\nttl = "10m"' ;;
+  sidecar-shared)
+    start_sidecar sidecar-shared 1 "$KEYS/demo-rsa.key.pem" 15m 3m "$(
+      printf '[routes.cache]\nttl = "10m"\nmax_body = "4KiB"\n\n[cache]\nbackend = "redis"\nmax_bytes = "4KiB"\n\n'
+      printf '[fleet]\nredis_url = "redis://127.0.0.1:%s"\nencryption_key = { key_file = "%s" }\n' "$REDIS_PORT" "$WORK/fleet.key"
+    )"
+    ;;
   mitmproxy) start_mitm ;;
   sidecar-4096) start_sidecar sidecar-4096 1 "$KEYS/rsa4096.key.pem" 15m 3m ;;
   sidecar-4096-control) start_sidecar sidecar-4096-control 1 "$KEYS/rsa4096.key.pem" 15m 3m ;;
@@ -545,13 +616,17 @@ run_case() {
     record_mem "$mode" "$name" "$conns" idle
     sanity_check "$name"
   done
-  for name in "${peers[@]}"; do run_wrk "$mode" "$name" "$conns" -1 1; done # warm-up
+  # Warm-up (long enough for the shared cache's first pass over its keys to store them all).
+  local warm=1
+  [ "$mode" = shared-cache ] && warm=3
+  for name in "${peers[@]}"; do run_wrk "$mode" "$name" "$conns" -1 "$warm"; done
   for r in $(seq 0 $((rounds - 1))); do
     for i in $(seq 0 $((n - 1))); do
       name=${peers[$(((i + r) % n))]}
       run_wrk "$mode" "$name" "$conns" "$r" "$DURATION"
     done
   done
+  if [[ " ${peers[*]} " == *" sidecar-shared "* ]]; then record_shared_hits "$mode" "$conns"; fi
   for name in "${peers[@]}"; do
     [ "$name" = direct ] && continue
     record_mem "$mode" "$name" "$conns" peak
@@ -577,6 +652,17 @@ fi
 if [ "$MODE" = all ] || [ "$MODE" = cache ]; then
   for c in $CACHE_CONNS; do run_case cache "$c" direct sidecar-cache nginx-cache sidecar; done
 fi
+if [ "$MODE" = all ] || [ "$MODE" = shared-cache ]; then
+  pick_port
+  REDIS_PORT=$PORT
+  mkdir -p "$WORK/redis"
+  head -c 32 /dev/urandom | base64 >"$WORK/fleet.key"
+  start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$WORK/redis" --maxmemory 256mb --maxmemory-policy volatile-ttl
+  REDIS_PID=$STARTED_PID
+  wait_port "$REDIS_PORT" "$REDIS_PID" redis
+  for c in $CACHE_CONNS; do run_case shared-cache "$c" direct sidecar-shared sidecar-cache nginx-cache sidecar; done
+fi
 if [ "$MODE" = all ] || [ "$MODE" = refresh ]; then
   log "generating an RSA-4096 key"
   "$SIDECAR" keygen --alg RS256 --bits 4096 --out "$KEYS" --name rsa4096 >/dev/null 2>&1
@@ -593,6 +679,7 @@ runs_path, out_path, mitm_note, duration, rounds, wrk_threads, rev = sys.argv[1:
 lines = [json.loads(l) for l in open(runs_path) if l.strip()]
 runs = [l for l in lines if l["kind"] == "run"]
 mems = [l for l in lines if l["kind"] == "mem"]
+hits = {(l["mode"], l["conns"]): l for l in lines if l["kind"] == "hits"}
 
 def cpu_model():
     for line in open("/proc/cpuinfo"):
@@ -691,6 +778,21 @@ for (mode, conns) in sorted(cases):
             "cache_added_p50_us": diff(mode, conns, "sidecar-cache", "direct", p50),
             "nginx_cache_added_p50_us": diff(mode, conns, "nginx-cache", "direct", p50),
         })
+    elif mode == "shared-cache":
+        h = hits.get((mode, conns), {})
+        ratios.append({
+            "mode": mode, "conns": conns,
+            "redis_share_of_hits": h["from_redis"] / h["hits"] if h.get("hits") else None,
+            "l2_over_l1_rps": ratio(mode, conns, "sidecar-shared", "sidecar-cache", rps),
+            "l2_over_l1_cpu": ratio(mode, conns, "sidecar-shared", "sidecar-cache", cpu_us),
+            "l2_over_uncached_rps": ratio(mode, conns, "sidecar-shared", "sidecar", rps),
+            "l2_over_uncached_cpu": ratio(mode, conns, "sidecar-shared", "sidecar", cpu_us),
+            "l2_over_nginx_cache_rps": ratio(mode, conns, "sidecar-shared", "nginx-cache", rps),
+            "l1_over_nginx_cache_rps": ratio(mode, conns, "sidecar-cache", "nginx-cache", rps),
+            "l2_added_p50_us": diff(mode, conns, "sidecar-shared", "direct", p50),
+            "l1_added_p50_us": diff(mode, conns, "sidecar-cache", "direct", p50),
+            "uncached_added_p50_us": diff(mode, conns, "sidecar", "direct", p50),
+        })
     else:
         ratios.append({
             "mode": mode, "conns": conns,
@@ -745,6 +847,16 @@ if cache:
         print(f"| {r['conns']} | {f(r['cache_over_nginx_cache_rps'], '.2f')} | {f(r['cache_over_nginx_cache_p99'], '.2f')} | "
               f"{f(r['cache_over_nginx_cache_cpu'], '.2f')} | {f(r['cache_over_uncached_rps'], '.2f')} | "
               f"{f(r['cache_over_uncached_cpu'], '.2f')} | {f(r['cache_added_p50_us'], '.0f')} | {f(r['nginx_cache_added_p50_us'], '.0f')} |")
+shared = [r for r in ratios if r["mode"] == "shared-cache"]
+if shared:
+    print()
+    print("| conns | hits from Redis | Redis hit/local hit req/s | CPU/req | Redis hit/uncached req/s | CPU/req | Redis hit/nginx proxy_cache req/s | local hit/nginx proxy_cache req/s | added p50 us (Redis hit) | (local hit) | (uncached) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in shared:
+        print(f"| {r['conns']} | {f(r['redis_share_of_hits'], '.1%')} | {f(r['l2_over_l1_rps'], '.2f')} | {f(r['l2_over_l1_cpu'], '.2f')} | "
+              f"{f(r['l2_over_uncached_rps'], '.2f')} | {f(r['l2_over_uncached_cpu'], '.2f')} | "
+              f"{f(r['l2_over_nginx_cache_rps'], '.2f')} | {f(r['l1_over_nginx_cache_rps'], '.2f')} | "
+              f"{f(r['l2_added_p50_us'], '.0f')} | {f(r['l1_added_p50_us'], '.0f')} | {f(r['uncached_added_p50_us'], '.0f')} |")
 refresh = [r for r in ratios if r["mode"] == "refresh"]
 if refresh:
     print()

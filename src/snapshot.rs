@@ -57,7 +57,8 @@ pub struct Snapshot {
     pub compiled: Vec<CompiledRoute>,
     pub cells: HashMap<String, Arc<TokenCell>>,
     pub upstream: Arc<Upstream>,
-    /// The function-result cache, kept across reloads while `[cache] max_bytes` is the same.
+    /// The function-result cache, kept across reloads while `[cache] max_bytes`, `backend`
+    /// and (for the Redis backend) the fleet are the same.
     pub cache: Arc<Cache>,
     /// Present when `[tls]` is configured: terminates CONNECT tunnels to routed hosts.
     pub interceptor: Option<Arc<Interceptor>>,
@@ -187,8 +188,8 @@ impl Snapshot {
 
         let routes = RouteTable::new(config.routes.iter().enumerate().map(|(i, r)| r.spec(i)).collect())?;
         let cache = match previous {
-            Some(p) if p.cache.fits(&config.cache) => Arc::clone(&p.cache),
-            _ => Cache::new(&config.cache),
+            Some(p) if p.cache.fits(&config.cache, fleet.as_ref()) => Arc::clone(&p.cache),
+            _ => Cache::new(&config.cache, fleet.as_ref()),
         };
         let compiled: Vec<CompiledRoute> = config
             .routes
@@ -202,7 +203,7 @@ impl Snapshot {
         };
         let files_digest = crate::reload::digest_files(&config.watched_files);
         if let Some(p) = previous.filter(|p| Arc::ptr_eq(&p.cache, &cache)) {
-            purge_retired_generations(p, &compiled).await;
+            purge_retired_routes(p, &compiled).await;
         }
         Ok(Snapshot {
             config: Arc::new(config),
@@ -246,39 +247,29 @@ fn same_fleet(a: Option<&Arc<Fleet>>, b: Option<&Arc<Fleet>>) -> bool {
     }
 }
 
-/// The cache of route `r`, keeping the generation (and so the entries) of the same route in
-/// `previous` when neither the route's definition nor any token it binds changed.
+/// The cache of route `r`. Its identity covers the route's definition and its tokens', so a
+/// route that did not change keeps its entries (and its fleet epoch) across a reload.
 fn route_cache(r: &RouteDefinition, config: &Config, previous: Option<&Snapshot>) -> Option<Arc<RouteCache>> {
     let settings = r.cache.clone()?;
-    let same_tokens = |old: &Config| {
-        r.bindings.values().all(|t| match (old.tokens.get(t), config.tokens.get(t)) {
-            (Some(a), Some(b)) => a.same_definition(b),
-            _ => false,
-        })
-    };
-    let kept = previous.and_then(|p| {
-        let (i, _) = p.config.routes.iter().enumerate().find(|(_, old)| *old == r)?;
-        let old = p.compiled.get(i)?.cache.as_ref()?;
-        same_tokens(&p.config).then_some(old.generation)
-    });
-    let generation = kept.unwrap_or_else(crate::cache::next_generation);
+    let identity = crate::cache::identity::route_identity(r, &config.tokens);
+    let epoch = previous
+        .and_then(|p| p.compiled.iter().filter_map(|c| c.cache.as_ref()).find(|rc| rc.identity == identity))
+        .map_or_else(Default::default, |old| Arc::clone(&old.epoch));
     let replaced = r.set_headers.iter().map(|(name, _)| name.clone()).collect();
-    Some(Arc::new(RouteCache::new(Arc::from(r.name.as_str()), settings, generation, replaced)))
+    Some(Arc::new(RouteCache::new(Arc::from(r.name.as_str()), settings, identity, epoch, replaced)))
 }
 
-/// Drops the entries of routes a reload changed or removed: their generation is not used by
-/// any route of the new snapshot.
-async fn purge_retired_generations(previous: &Snapshot, compiled: &[CompiledRoute]) {
-    let live: Vec<u64> = compiled.iter().filter_map(|c| c.cache.as_ref().map(|rc| rc.generation)).collect();
-    let retired: Vec<u64> = previous
-        .compiled
-        .iter()
-        .filter_map(|c| c.cache.as_ref().map(|rc| rc.generation))
-        .filter(|g| !live.contains(g))
-        .collect();
+/// Drops the entries of routes a reload changed or removed: their identity is not one of any
+/// route of the new snapshot. (In the fleet's Redis they simply stop matching, and expire.)
+async fn purge_retired_routes(previous: &Snapshot, compiled: &[CompiledRoute]) {
+    let identities = |routes: &[CompiledRoute]| -> Vec<crate::cache::identity::RouteId> {
+        routes.iter().filter_map(|c| c.cache.as_ref().map(|rc| rc.identity)).collect()
+    };
+    let live = identities(compiled);
+    let retired: Vec<_> = identities(&previous.compiled).into_iter().filter(|id| !live.contains(id)).collect();
     if !retired.is_empty() {
-        let removed = previous.cache.purge(crate::cache::store::Purge::Generations(retired)).await;
-        tracing::debug!(removed, "cache entries of changed routes dropped");
+        let purged = previous.cache.purge(crate::cache::store::Purge::Routes(retired), &[]).await;
+        tracing::debug!(removed = purged.removed, "cache entries of changed routes dropped");
     }
 }
 

@@ -1,6 +1,11 @@
 //! The cache's admin endpoints: `GET /cache` (what is held, per route), `DELETE /cache`
 //! (purge everything) and `DELETE /cache/ROUTE` (purge one route's entries).
 //!
+//! With the Redis backend a purge also retires the fleet's entries of the routes it names
+//! (see [`super::shared`]): every sidecar stops answering from them within about a second.
+//! The answer says whether Redis could be told (`"shared_purged"`); when it could not, only
+//! this sidecar's entries are gone.
+//!
 //! Nothing here shows a key, a request or a stored body: only names, counts and sizes.
 
 use bytes::Bytes;
@@ -8,6 +13,7 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use super::store::Purge;
+use super::{Purged, RouteCache};
 use crate::admin::{json, text};
 use crate::snapshot::Snapshot;
 
@@ -17,9 +23,9 @@ pub async fn serve(method: &Method, path: &str, snapshot: &Snapshot) -> Response
     match (method, route) {
         (&Method::GET | &Method::HEAD, None) => json(&report(snapshot)),
         (&Method::DELETE, None) => {
-            let purged = snapshot.cache.purge(Purge::All).await;
-            tracing::info!(purged, "cache purged (admin)");
-            json(&serde_json::json!({ "purged": purged }))
+            let purged = snapshot.cache.purge(Purge::All, &cached_routes(snapshot, None)).await;
+            tracing::info!(purged = purged.removed, shared = ?purged.shared, "cache purged (admin)");
+            json(&answer(serde_json::json!({ "purged": purged.removed }), purged))
         }
         (&Method::DELETE, Some(Some(name))) => {
             let cached = snapshot.compiled.iter().any(|c| c.cache.is_some() && *c.name == *name);
@@ -31,14 +37,29 @@ pub async fn serve(method: &Method, path: &str, snapshot: &Snapshot) -> Response
                 *r.status_mut() = StatusCode::NOT_FOUND;
                 return r;
             }
-            let purged = snapshot.cache.purge(Purge::Route(name.clone())).await;
-            tracing::info!(route = %name, purged, "cache purged for a route (admin)");
-            json(&serde_json::json!({ "route": name, "purged": purged }))
+            let routes = cached_routes(snapshot, Some(&name));
+            let purged = snapshot.cache.purge(Purge::Route(name.clone()), &routes).await;
+            tracing::info!(route = %name, purged = purged.removed, shared = ?purged.shared, "cache purged for a route (admin)");
+            json(&answer(serde_json::json!({ "route": name, "purged": purged.removed }), purged))
         }
         (_, Some(None)) => text(StatusCode::BAD_REQUEST, "the route name is not valid percent-encoded UTF-8\n"),
         (_, Some(Some(_))) => not_allowed("DELETE"),
         (_, None) => not_allowed("GET, HEAD, DELETE"),
     }
+}
+
+/// The cached routes of the snapshot, or those named `name`.
+fn cached_routes(snapshot: &Snapshot, name: Option<&str>) -> Vec<std::sync::Arc<RouteCache>> {
+    let routes = snapshot.compiled.iter().filter_map(|c| c.cache.as_ref());
+    routes.filter(|rc| name.is_none_or(|n| *rc.name == *n)).cloned().collect()
+}
+
+/// A purge's answer, with `shared_purged` when the fleet's entries were to be retired too.
+fn answer(mut body: serde_json::Value, purged: Purged) -> serde_json::Value {
+    if let (Some(shared), Some(fields)) = (purged.shared, body.as_object_mut()) {
+        fields.insert("shared_purged".into(), shared.into());
+    }
+    body
 }
 
 fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
@@ -66,11 +87,13 @@ fn report(snapshot: &Snapshot) -> serde_json::Value {
         .collect();
     let (fetching, waiting) = snapshot.cache.coalescing();
     serde_json::json!({
+        "backend": snapshot.cache.backend(),
         "max_bytes": snapshot.cache.max_bytes(),
         "bytes": usage.bytes,
         "entries": usage.entries,
         "fetching": fetching,
         "waiting": waiting,
+        "waiting_on_fleet": snapshot.cache.waiting_on_fleet(),
         "routes": routes,
     })
 }

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     fn key(n: u8) -> CacheKey {
-        CacheKey { generation: 1, digest: [n; 32] }
+        CacheKey { route: super::super::identity::RouteId([1; 32]), digest: [n; 32] }
     }
 
     #[tokio::test(start_paused = true)]

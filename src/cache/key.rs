@@ -2,7 +2,7 @@
 //!
 //! Keying on the unsubstituted request is what lets the cache survive token rotation (the
 //! placeholder text is the same before and after a refresh) and what keeps token values out
-//! of keys entirely. The key is a SHA-256 over, each length-prefixed: the route generation,
+//! of keys entirely. The key is a SHA-256 over, each length-prefixed: the route's identity,
 //! the method, the scheme, host and port, the path and query (the normalised view the route
 //! matched), the body, the values of the route's `vary` headers, and the values of every
 //! other header that holds a placeholder (two functions writing `{/reader}` and `{/admin}`
@@ -11,13 +11,14 @@
 use http::header::{self, HeaderMap, HeaderName};
 use http::Method;
 
+use super::identity::RouteId;
 use super::store::CacheKey;
 use crate::proxy::target::Target;
 use crate::routes::Scheme;
 
 /// What a key is made of.
 pub struct KeyInput<'a> {
-    pub generation: u64,
+    pub route: RouteId,
     pub method: &'a Method,
     pub target: &'a Target,
     /// The path and query the route matched (normalised as the request path sends it).
@@ -57,8 +58,8 @@ pub fn key(input: &KeyInput<'_>) -> Keyed {
         hash.update(&(bytes.len() as u64).to_be_bytes());
         hash.update(bytes);
     };
-    field(b"token-sidecar cache key v1");
-    field(&input.generation.to_be_bytes());
+    field(b"token-sidecar cache key v2");
+    field(&input.route.0);
     field(input.method.as_str().as_bytes());
     field(match input.target.scheme {
         Scheme::Http => b"http",
@@ -90,7 +91,7 @@ pub fn key(input: &KeyInput<'_>) -> Keyed {
     }
     let mut digest = [0u8; 32];
     digest.copy_from_slice(hash.finish().as_ref());
-    Keyed { key: CacheKey { generation: input.generation, digest }, covered }
+    Keyed { key: CacheKey { route: input.route, digest }, covered }
 }
 
 /// Headers that are not sent upstream (the request path strips them), so not in the key.
@@ -125,7 +126,7 @@ mod tests {
         path: &'static str,
         headers: HeaderMap,
         body: &'static [u8],
-        generation: u64,
+        route: RouteId,
     }
 
     fn req() -> Req {
@@ -135,7 +136,7 @@ mod tests {
             path: "/v1/items?id=1",
             headers: HeaderMap::new(),
             body: b"",
-            generation: 1,
+            route: RouteId([1; 32]),
         }
     }
 
@@ -146,7 +147,7 @@ mod tests {
 
     fn key_of(r: &Req, vary: &[HeaderName], replaced: &[HeaderName]) -> Keyed {
         key(&KeyInput {
-            generation: r.generation,
+            route: r.route,
             method: &r.method,
             target: &r.target,
             path_and_query: r.path,
@@ -172,7 +173,7 @@ mod tests {
             Req { target: Target { scheme: Scheme::Http, ..target("api.example.com", 443) }, ..req() },
             Req { path: "/v1/items?id=2", ..req() },
             Req { body: b"{}", ..req() },
-            Req { generation: 2, ..req() },
+            Req { route: RouteId([2; 32]), ..req() },
             header(req(), "accept-language", "de"),
             header(req(), "x-api-key", "{/reader}"),
             header(req(), "authorization", "Bearer {/auth_token}"),
@@ -220,6 +221,6 @@ mod tests {
     fn keys_hold_no_header_or_body_bytes() {
         let r = Req { body: b"SECRET-BODY", ..header(req(), "x-key", "{/SECRET}") };
         let text = k(&r).to_string();
-        assert!(!text.contains("SECRET") && text.len() == 2 + 64, "{text}");
+        assert!(!text.contains("SECRET") && text.len() == 16 + 1 + 64, "{text}");
     }
 }

@@ -10,26 +10,30 @@
 //! - [`policy`]: HTTP semantics (what is storable, for how long);
 //! - [`request`]: which requests bypass the cache, and the binding check of every answer;
 //! - [`store`]: the store trait, its entries and the in-process store;
+//! - [`identity`]: what makes a route the same route, across reloads and sidecars;
+//! - [`shared`]: the fleet's tier in Redis (`[cache] backend = "redis"`), behind the local store;
 //! - [`coalesce`]: one upstream request for concurrent misses of one key;
 //! - [`capture`]: the body tee.
 //!
 //! A response that carries a token value the sidecar injected into its request (an echo, an
 //! error page quoting the Authorization header) is never stored, so the cache cannot hand a
 //! live token to a function that did not send the request. Entries live across reloads; a
-//! reload drops those of routes whose definition or tokens changed (see
-//! [`crate::snapshot::Snapshot::build`]).
+//! reload drops those of routes whose definition or tokens changed (their [`identity`]
+//! changed; see [`crate::snapshot::Snapshot::build`]).
 
 pub mod admin;
 pub mod capture;
 mod coalesce;
+pub mod identity;
 pub mod key;
 pub mod policy;
 pub mod request;
+pub mod shared;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -39,11 +43,14 @@ use http_body_util::{BodyExt, Full};
 
 use self::capture::{Capture, Completion};
 use self::coalesce::{Coalescer, Join, Leader};
+use self::identity::RouteId;
 use self::key::{KeyInput, Keyed};
 use self::policy::{Lifetime, RequestDirectives};
+use self::shared::{Epoch, EpochValue, FleetLead, FleetLease, SharedTier, TryLease};
 use self::store::{CacheKey, Entry, Freshness, LocalStore, Purge, Store, Usage};
-use crate::config::{CacheSettings, RouteCacheSettings};
+use crate::config::{CacheBackend, CacheSettings, RouteCacheSettings};
 use crate::error::ProxyError;
+use crate::fleet::Fleet;
 use crate::proxy::body::{self, BodyLimits, ClientBody, RequestBody};
 use crate::proxy::budget::BufferBudget;
 use crate::proxy::target::Target;
@@ -81,9 +88,13 @@ impl Outcome {
     }
 }
 
-/// The cache all routes share: one store, the misses in flight, and the capture budget.
+/// The cache all routes share: one store (and with the Redis backend, the fleet's tier behind
+/// it), the misses in flight, and the capture budget.
 pub struct Cache {
-    store: Arc<dyn Store>,
+    /// This process's entries: the whole cache, or the first tier in front of Redis.
+    store: Arc<LocalStore>,
+    /// The fleet's tier, with `[cache] backend = "redis"`.
+    shared: Option<Arc<SharedTier>>,
     flights: Coalescer,
     /// Response bodies being captured, all together, are held within `max_bytes` too.
     captures: Arc<BufferBudget>,
@@ -98,10 +109,27 @@ impl std::fmt::Debug for Cache {
     }
 }
 
+/// What a purge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Entries removed from this process's store.
+    pub removed: u64,
+    /// With the Redis backend and routes to purge there: whether every one of their epochs
+    /// moved (their entries retired for the whole fleet); false if Redis could not be told.
+    pub shared: Option<bool>,
+}
+
 impl Cache {
-    pub fn new(settings: &CacheSettings) -> Arc<Cache> {
+    /// A cache for `settings`; with the Redis backend, `fleet` is the Redis it shares
+    /// entries through (the config guarantees one).
+    pub fn new(settings: &CacheSettings, fleet: Option<&Arc<Fleet>>) -> Arc<Cache> {
+        let shared = match settings.backend {
+            CacheBackend::Redis => fleet.map(|f| Arc::new(SharedTier::new(Arc::clone(&f.store)))),
+            CacheBackend::Local => None,
+        };
         Arc::new(Cache {
             store: Arc::new(LocalStore::new(settings.max_bytes)),
+            shared,
             flights: Coalescer::default(),
             captures: BufferBudget::new(),
             max_bytes: settings.max_bytes,
@@ -109,22 +137,49 @@ impl Cache {
         })
     }
 
-    /// Whether this cache was built for `settings` (a reload keeps it, and its entries).
-    pub fn fits(&self, settings: &CacheSettings) -> bool {
-        self.max_bytes == settings.max_bytes
+    /// Whether this cache was built for `settings` and `fleet` (a reload keeps it, and its
+    /// entries).
+    pub fn fits(&self, settings: &CacheSettings, fleet: Option<&Arc<Fleet>>) -> bool {
+        let same_tier = match (&self.shared, settings.backend, fleet) {
+            (None, CacheBackend::Local, _) => true,
+            (Some(tier), CacheBackend::Redis, Some(fleet)) => tier.uses(&fleet.store),
+            _ => false,
+        };
+        self.max_bytes == settings.max_bytes && same_tier
     }
 
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
     }
 
-    /// Removes the entries `scope` names; returns how many. Responses being fetched while it
-    /// runs are not stored.
-    pub async fn purge(&self, scope: Purge) -> u64 {
+    /// `"local"` or `"redis"`.
+    pub fn backend(&self) -> &'static str {
+        if self.shared.is_some() {
+            "redis"
+        } else {
+            "local"
+        }
+    }
+
+    /// Removes the entries `scope` names from this process's store, and with the Redis
+    /// backend retires the fleet's entries of `fleet_routes` (their epochs move first, so
+    /// nothing older is read back meanwhile). Responses being fetched while it runs are not
+    /// stored.
+    pub async fn purge(&self, scope: Purge, fleet_routes: &[Arc<RouteCache>]) -> Purged {
         self.purges.fetch_add(1, Ordering::AcqRel);
+        let shared = match &self.shared {
+            Some(tier) if !fleet_routes.is_empty() => {
+                let mut all = true;
+                for route in fleet_routes {
+                    all &= tier.purge(route).await;
+                }
+                Some(all)
+            }
+            _ => None,
+        };
         let removed = self.store.purge(&scope).await;
         self.purges.fetch_add(1, Ordering::AcqRel);
-        removed
+        Purged { removed, shared }
     }
 
     pub fn usage(&self) -> Usage {
@@ -135,13 +190,59 @@ impl Cache {
     pub fn coalescing(&self) -> (usize, usize) {
         (self.flights.in_flight(), self.flights.waiting())
     }
+
+    /// Requests waiting for another sidecar's fetch now (Redis backend).
+    pub fn waiting_on_fleet(&self) -> usize {
+        self.shared.as_ref().map_or(0, |tier| tier.waiting())
+    }
+
+    /// The route's epoch in the fleet, when Redis backs the cache and answers.
+    async fn epoch(&self, route: &Arc<RouteCache>) -> Option<EpochValue> {
+        let tier = self.shared.as_ref()?;
+        tier.epoch(route, drop_local_entries(&self.store)).await
+    }
+
+    /// The entry for `key`: this process's if it is fresh; else the fleet's when that one is
+    /// newer (a peer stored or refreshed it), kept here too; else this process's, if any.
+    async fn find(&self, route: &RouteCache, key: &CacheKey, epoch: Option<EpochValue>) -> Option<Arc<Entry>> {
+        let local = self.store.get(key).await;
+        let (Some(tier), Some(epoch)) = (&self.shared, epoch) else { return local };
+        if local.as_ref().is_some_and(|e| e.freshness(SystemTime::now()) == Freshness::Fresh) {
+            return local;
+        }
+        match tier.get(route, key, epoch).await {
+            Some(remote) if local.as_ref().is_none_or(|l| remote.stored_at > l.stored_at) => {
+                self.keep(route, *key, &remote, epoch);
+                Some(remote)
+            }
+            _ => local,
+        }
+    }
+
+    /// Keeps an entry read from the fleet in this process's store, unless the route was
+    /// purged since the epoch it was read under.
+    fn keep(&self, route: &RouteCache, key: CacheKey, entry: &Arc<Entry>, epoch: EpochValue) {
+        if !route.epoch.moved_from(epoch) {
+            self.store.insert(key, Arc::clone(entry));
+        }
+    }
+
+    /// A miss's part in the fleet: lead it, or wait for a peer's answer.
+    async fn lead(&self, route: &RouteCache, key: &CacheKey, epoch: Option<EpochValue>, wait: Duration) -> FleetLead {
+        match (&self.shared, epoch) {
+            (Some(tier), Some(epoch)) => tier.lead(route, key, epoch, wait).await,
+            _ => FleetLead::Alone,
+        }
+    }
 }
 
-/// Generations identify a route's definition (with its tokens') within this process: a
-/// reload that changes a route gives it a new one, so its older entries are never reached.
-pub fn next_generation() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+/// What a sidecar does when it sees a route's epoch move (a purge elsewhere in the fleet):
+/// drop its own entries of the route.
+fn drop_local_entries(store: &Arc<LocalStore>) -> impl Fn(&RouteCache) + Send + Sync + Clone + 'static {
+    let store = Arc::clone(store);
+    move |route: &RouteCache| {
+        store.purge_now(&Purge::Routes(vec![route.identity]));
+    }
 }
 
 /// One cached route, ready for the request path.
@@ -149,7 +250,10 @@ pub fn next_generation() -> u64 {
 pub struct RouteCache {
     pub settings: RouteCacheSettings,
     pub name: Arc<str>,
-    pub generation: u64,
+    /// The route's identity: its entries are keyed under it, in this process and the fleet.
+    pub identity: RouteId,
+    /// Its purge epoch in the fleet (Redis backend), kept across reloads with the identity.
+    pub epoch: Arc<Epoch>,
     /// Headers the route's `set_headers` replace.
     replaced: Vec<HeaderName>,
     /// `cache_requests_total{route, result}`, registered once, by [`Outcome`].
@@ -157,10 +261,16 @@ pub struct RouteCache {
 }
 
 impl RouteCache {
-    pub fn new(name: Arc<str>, settings: RouteCacheSettings, generation: u64, replaced: Vec<HeaderName>) -> RouteCache {
+    pub fn new(
+        name: Arc<str>,
+        settings: RouteCacheSettings,
+        identity: RouteId,
+        epoch: Arc<Epoch>,
+        replaced: Vec<HeaderName>,
+    ) -> RouteCache {
         let counters = Outcome::ALL
             .map(|o| metrics::counter!("cache_requests_total", "route" => Arc::clone(&name), "result" => o.label()));
-        RouteCache { settings, name, generation, replaced, counters }
+        RouteCache { settings, name, identity, epoch, replaced, counters }
     }
 
     fn count(&self, outcome: Outcome) {
@@ -226,7 +336,7 @@ pub async fn lookup(
         return Ok(Lookup::Fetch(RequestBody::Read(read), Some(Ticket::new(cache, rc, Outcome::Bypass))));
     };
     let keyed = key::key(&KeyInput {
-        generation: rc.generation,
+        route: rc.identity,
         method: &parts.method,
         target,
         path_and_query,
@@ -239,8 +349,10 @@ pub async fn lookup(
     parts.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     let purges = cache.purges.load(Ordering::Acquire);
     let head = parts.method == Method::HEAD;
+    // With the Redis backend: the route's purge epoch, part of every fleet entry's name.
+    let epoch = cache.epoch(rc).await;
     if asks.no_cache {
-        let ticket = Ticket::new(cache, rc, Outcome::Bypass).storing(keyed, None, purges);
+        let ticket = Ticket::new(cache, rc, Outcome::Bypass).storing(Storing::new(keyed, purges, epoch));
         return Ok(Lookup::Fetch(RequestBody::Read(read), Some(ticket)));
     }
 
@@ -249,44 +361,78 @@ pub async fn lookup(
         rc.count(outcome);
         Ok(respond(entry, outcome, SystemTime::now(), head))
     };
-    let found = cache.store.get(&keyed.key).await;
+    let found = cache.find(rc, &keyed.key, epoch).await;
     let mut stale = None;
     if let Some(entry) = found {
         let fresh_enough = asks.max_age.is_none_or(|max| entry.age(SystemTime::now()) <= max);
         match entry.freshness(SystemTime::now()) {
             Freshness::Fresh if fresh_enough => return Ok(Lookup::Answer(answer(&entry, Outcome::Hit)?, None)),
             Freshness::StaleWhileRevalidate if asks.max_age.is_none() => {
-                let response = answer(&entry, Outcome::Stale)?;
-                // One refresh per key at a time; other stale answers meanwhile start none.
-                let refresh = cache.flights.try_lead(keyed.key).and_then(|leader| {
-                    let body = read.copy(limits.budget, limits.budget_limit)?;
-                    let mut ticket = Ticket::new(cache, rc, Outcome::Miss).storing(keyed, Some(leader), purges);
-                    ticket.background = true;
-                    Some(Box::new(Refresh { parts: copy_head(parts), body: RequestBody::Read(body), ticket }))
-                });
-                return Ok(Lookup::Answer(response, refresh));
+                // One refresh per key at a time (in the fleet too); other stale answers
+                // meanwhile start none.
+                let mut refresh = None;
+                if let Some(leader) = cache.flights.try_lead(keyed.key) {
+                    let wait = snapshot.config.cache.coalesce_wait;
+                    let fleet = match (&cache.shared, epoch) {
+                        (Some(tier), Some(e)) => tier.try_lease(rc, &keyed.key, e, wait).await,
+                        _ => TryLease::Unavailable,
+                    };
+                    let lease = match fleet {
+                        // A peer refreshed it just now: answer with that.
+                        TryLease::Refreshed(fresh) => {
+                            if let Some(e) = epoch {
+                                cache.keep(rc, keyed.key, &fresh, e);
+                            }
+                            return Ok(Lookup::Answer(answer(&fresh, Outcome::Hit)?, None));
+                        }
+                        TryLease::Taken => None,
+                        TryLease::Held(lease) => Some(Some(lease)),
+                        TryLease::Unavailable => Some(None),
+                    };
+                    refresh = lease.and_then(|lease| {
+                        let body = read.copy(limits.budget, limits.budget_limit)?;
+                        let storing = Storing::new(keyed, purges, epoch).led(leader, lease);
+                        let mut ticket = Ticket::new(cache, rc, Outcome::Miss).storing(storing);
+                        ticket.background = true;
+                        Some(Box::new(Refresh { parts: copy_head(parts), body: RequestBody::Read(body), ticket }))
+                    });
+                }
+                return Ok(Lookup::Answer(answer(&entry, Outcome::Stale)?, refresh));
             }
             Freshness::Expired => {}
             _ => stale = Some(entry),
         }
     }
 
-    let leader = match cache.flights.join(keyed.key) {
-        Join::Leader(leader) => Some(leader),
+    let wait = snapshot.config.cache.coalesce_wait;
+    let mut storing = Storing::new(keyed, purges, epoch);
+    match cache.flights.join(storing.keyed.key) {
+        // This process's one miss for the key; with the Redis backend, the fleet's too, or
+        // it waits for the sidecar that leads it.
+        Join::Leader(leader) => match cache.lead(rc, &storing.keyed.key, epoch, wait).await {
+            FleetLead::Found(entry) => {
+                if let Some(e) = epoch {
+                    cache.keep(rc, storing.keyed.key, &entry, e);
+                }
+                // Local followers wake now, and find the entry.
+                drop(leader);
+                return Ok(Lookup::Answer(answer(&entry, Outcome::Hit)?, None));
+            }
+            FleetLead::Holder(lease) => storing = storing.led(leader, Some(lease)),
+            FleetLead::Alone => storing = storing.led(leader, None),
+        },
         Join::Follower(follower) => {
-            let wait = snapshot.config.cache.coalesce_wait;
             if follower.wait(wait).await {
-                if let Some(entry) = cache.store.get(&keyed.key).await {
+                if let Some(entry) = cache.store.get(&storing.keyed.key).await {
                     if entry.freshness(SystemTime::now()) == Freshness::Fresh {
                         return Ok(Lookup::Answer(answer(&entry, Outcome::Hit)?, None));
                     }
                 }
             }
             // The first request's answer was not stored, or took too long: go upstream too.
-            None
         }
-    };
-    let mut ticket = Ticket::new(cache, rc, Outcome::Miss).storing(keyed, leader, purges);
+    }
+    let mut ticket = Ticket::new(cache, rc, Outcome::Miss).storing(storing);
     ticket.stale = stale;
     Ok(Lookup::Fetch(RequestBody::Read(read), Some(ticket)))
 }
@@ -322,7 +468,7 @@ pub struct Ticket {
     cache: Arc<Cache>,
     route: Arc<RouteCache>,
     outcome: Outcome,
-    storing: Option<Storing>,
+    storing: Option<Box<Storing>>,
     /// An entry past its freshness that may stand in for a failed upstream.
     stale: Option<Arc<Entry>>,
     /// A background refresh: its client was already answered (and counted).
@@ -335,6 +481,24 @@ struct Storing {
     leader: Option<Leader>,
     /// The purge count when the request was looked up.
     purges: u64,
+    /// The route's fleet epoch when the request was looked up (`None`: no Redis then).
+    epoch: Option<EpochValue>,
+    /// The key's lease in the fleet, held until the answer is stored or found unstorable:
+    /// other sidecars' misses wait on it.
+    fleet: Option<FleetLease>,
+}
+
+impl Storing {
+    fn new(keyed: Keyed, purges: u64, epoch: Option<EpochValue>) -> Storing {
+        Storing { keyed, leader: None, purges, epoch, fleet: None }
+    }
+
+    /// This request leads the key's fetch (in this process, and in the fleet with `fleet`).
+    fn led(mut self, leader: Leader, fleet: Option<FleetLease>) -> Storing {
+        self.leader = Some(leader);
+        self.fleet = fleet;
+        self
+    }
 }
 
 impl Ticket {
@@ -349,8 +513,8 @@ impl Ticket {
         }
     }
 
-    fn storing(mut self, keyed: Keyed, leader: Option<Leader>, purges: u64) -> Ticket {
-        self.storing = Some(Storing { keyed, leader, purges });
+    fn storing(mut self, storing: Storing) -> Ticket {
+        self.storing = Some(Box::new(storing));
         self
     }
 
@@ -374,7 +538,7 @@ impl Ticket {
         let Fetched { response, tokens } = fetched?;
         let (mut parts, body) = response.into_parts();
         let body = match self.storing {
-            Some(storing) => store_on_the_way(&self.cache, &self.route, storing, &mut parts, body, &tokens, now),
+            Some(storing) => store_on_the_way(&self.cache, &self.route, *storing, &mut parts, body, &tokens, now),
             None => body,
         };
         parts.headers.insert(CACHE_HEADER, HeaderValue::from_static(self.outcome.label()));
@@ -429,6 +593,8 @@ fn store_on_the_way(
         lifetime,
         injected: injected_values(tokens),
         purges: storing.purges,
+        epoch: storing.epoch,
+        fleet: storing.fleet,
         _leader: storing.leader,
     };
     let reservation = cache.captures.reservation();
@@ -460,6 +626,9 @@ struct Storage {
     lifetime: Lifetime,
     injected: Option<Redactions>,
     purges: u64,
+    epoch: Option<EpochValue>,
+    /// Released once the fleet has the entry (or on drop, when it is not stored).
+    fleet: Option<FleetLease>,
     /// Released (dropped) after the insert, so coalesced misses find the entry.
     _leader: Option<Leader>,
 }
@@ -473,7 +642,8 @@ impl Completion for Storage {
                 return;
             }
         }
-        if self.cache.purges.load(Ordering::Acquire) != self.purges {
+        let purged_in_fleet = self.epoch.is_some_and(|e| self.route.epoch.moved_from(e));
+        if self.cache.purges.load(Ordering::Acquire) != self.purges || purged_in_fleet {
             tracing::debug!(route = name, "response not stored: the cache was purged while it was fetched");
             return;
         }
@@ -493,7 +663,14 @@ impl Completion for Storage {
             stale_while_revalidate: swr,
             stale_if_error: sie,
         };
-        self.cache.store.insert(self.key, Arc::new(entry));
+        let entry = Arc::new(entry);
+        self.cache.store.insert(self.key, Arc::clone(&entry));
+        // The fleet gets it in the background; the lease is released once it has it.
+        let (Some(tier), Some(epoch)) = (&self.cache.shared, self.epoch) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (tier, route, key, lease) = (Arc::clone(tier), Arc::clone(&self.route), self.key, self.fleet);
+        let on_change = drop_local_entries(&self.cache.store);
+        runtime.spawn(async move { tier.put(&route, key, epoch, entry, lease, on_change).await });
     }
 }
 

@@ -2,10 +2,9 @@
 //! [`LocalStore`], the in-process store (moka, evicting least recently used entries by size).
 //!
 //! The trait is small on purpose: get, insert, purge and a usage report, with entries that
-//! encode to bytes ([`Entry::encode`]) and keys that print as text ([`CacheKey`]), so a
-//! shared store (Redis, issue 16) can sit behind the local one without the request path
-//! changing. A shared store would key on a fleet-wide identity of the route rather than the
-//! local generation number [`CacheKey`] carries.
+//! encode to bytes ([`Entry::encode`]) and keys that are the same in every process
+//! ([`CacheKey`]: the route's identity and a digest of the request), so the fleet's shared
+//! store ([`super::shared`]) sits behind this one as a second tier.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,18 +17,21 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use moka::notification::RemovalCause;
 
-/// What identifies one stored response: the route's generation (it changes when the route's
+use super::identity::RouteId;
+
+/// What identifies one stored response: the route's identity (it changes when the route's
 /// definition or tokens change, so older entries are never reached again) and a SHA-256 of
-/// the request as the function sent it.
+/// the request as the function sent it (which covers the route's identity too). Both are the
+/// same in every process with the same config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    pub generation: u64,
+    pub route: RouteId,
     pub digest: [u8; 32],
 }
 
 impl std::fmt::Display for CacheKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:", self.generation)?;
+        write!(f, "{}:", self.route)?;
         self.digest.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
@@ -93,6 +95,13 @@ impl Entry {
     pub fn useful_for(&self) -> Duration {
         let windows = self.stale_while_revalidate.max(self.stale_if_error);
         (self.fresh_for + windows).saturating_sub(self.initial_age)
+    }
+
+    /// How long from `now` the entry is still of use (an entry read from the fleet's store
+    /// was stored earlier, maybe by another sidecar).
+    pub fn useful_for_from(&self, now: SystemTime) -> Duration {
+        let elapsed = now.duration_since(self.stored_at).unwrap_or(Duration::ZERO);
+        self.useful_for().saturating_sub(elapsed)
     }
 
     /// What it costs in memory, for the `max_bytes` budget.
@@ -199,10 +208,11 @@ fn take_u64(data: &mut Bytes) -> Result<u64, DecodeError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purge {
     All,
-    /// Every entry of the route with this name, whatever its generation.
+    /// Every entry of the route with this name, whatever its identity.
     Route(String),
-    /// Every entry of these route generations (routes a reload changed or removed).
-    Generations(Vec<u64>),
+    /// Every entry of these route identities (routes a reload changed or removed, or whose
+    /// entries the fleet purged).
+    Routes(Vec<RouteId>),
 }
 
 /// Entries and bytes held, in total and per route name.
@@ -265,7 +275,7 @@ struct Lifetimes;
 
 impl moka::Expiry<CacheKey, Arc<Entry>> for Lifetimes {
     fn expire_after_create(&self, _: &CacheKey, entry: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
-        Some(entry.useful_for())
+        Some(entry.useful_for_from(SystemTime::now()))
     }
 
     fn expire_after_update(
@@ -275,7 +285,7 @@ impl moka::Expiry<CacheKey, Arc<Entry>> for Lifetimes {
         _: std::time::Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(entry.useful_for())
+        Some(entry.useful_for_from(SystemTime::now()))
     }
 }
 
@@ -308,13 +318,14 @@ impl LocalStore {
         self.accounting.resident.load(Ordering::Acquire)
     }
 
-    fn purge_now(&self, scope: &Purge) -> u64 {
+    /// Removes the entries `scope` names, now; returns how many.
+    pub fn purge_now(&self, scope: &Purge) -> u64 {
         let mut removed = 0;
         for (key, entry) in self.entries.iter() {
             let matches = match scope {
                 Purge::All => true,
                 Purge::Route(name) => *entry.route == **name,
-                Purge::Generations(generations) => generations.contains(&key.generation),
+                Purge::Routes(routes) => routes.contains(&key.route),
             };
             if matches && self.entries.remove(&*key).is_some() {
                 removed += 1;
@@ -380,8 +391,8 @@ mod tests {
         })
     }
 
-    fn key(generation: u64, n: u8) -> CacheKey {
-        CacheKey { generation, digest: [n; 32] }
+    fn key(route: u8, n: u8) -> CacheKey {
+        CacheKey { route: RouteId([route; 32]), digest: [n; 32] }
     }
 
     #[test]
@@ -422,9 +433,18 @@ mod tests {
     }
 
     #[test]
-    fn keys_print_as_generation_and_hex_digest() {
+    fn keys_print_as_route_and_hex_digest() {
         let text = key(7, 0xab).to_string();
-        assert_eq!(text, format!("7:{}", "ab".repeat(32)));
+        assert_eq!(text, format!("{}:{}", "07".repeat(8), "ab".repeat(32)));
+    }
+
+    #[test]
+    fn an_entry_read_later_is_of_use_for_what_is_left_of_its_lifetime() {
+        let e = entry("r", b"");
+        assert_eq!(e.useful_for_from(e.stored_at), Duration::from_secs(359));
+        assert_eq!(e.useful_for_from(e.stored_at + Duration::from_secs(300)), Duration::from_secs(59));
+        assert_eq!(e.useful_for_from(e.stored_at + Duration::from_secs(400)), Duration::ZERO);
+        assert_eq!(e.useful_for_from(e.stored_at - Duration::from_secs(5)), Duration::from_secs(359));
     }
 
     #[tokio::test]
@@ -443,7 +463,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn purges_remove_by_route_generation_or_all() {
+    async fn purges_remove_by_route_name_identity_or_all() {
         let store = LocalStore::new(1 << 20);
         store.insert(key(1, 1), entry("a", b"1"));
         store.insert(key(1, 2), entry("a", b"2"));
@@ -451,7 +471,7 @@ mod tests {
         store.insert(key(3, 4), entry("c", b"4"));
         assert_eq!(store.purge(&Purge::Route("a".into())).await, 2);
         assert!(store.get(&key(1, 1)).await.is_none());
-        assert_eq!(store.purge(&Purge::Generations(vec![2])).await, 1);
+        assert_eq!(store.purge(&Purge::Routes(vec![RouteId([2; 32])])).await, 1);
         assert!(store.get(&key(3, 4)).await.is_some());
         assert_eq!(store.purge(&Purge::All).await, 1);
         assert_eq!(store.usage(), Usage::default());

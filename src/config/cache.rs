@@ -12,10 +12,23 @@ use super::diagnostic::Collector;
 use super::raw::{RawCache, RawRouteCache};
 use super::values::{parse_duration, parse_size};
 
+/// Where stored responses live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheBackend {
+    /// In this process only.
+    #[default]
+    Local,
+    /// In the fleet's Redis (`[fleet]`), shared by every sidecar, with the local store in
+    /// front as a first tier.
+    Redis,
+}
+
 /// `[cache]` after validation: limits shared by every cached route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheSettings {
-    /// Bytes all stored responses may take together (bodies, headers and bookkeeping).
+    pub backend: CacheBackend,
+    /// Bytes all stored responses may take together in this process (bodies, headers and
+    /// bookkeeping); with the Redis backend, what the local first tier may hold.
     pub max_bytes: u64,
     /// How long concurrent misses for one key wait for the first one's response before
     /// going upstream themselves.
@@ -24,7 +37,7 @@ pub struct CacheSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        CacheSettings { max_bytes: 64 << 20, coalesce_wait: Duration::from_secs(5) }
+        CacheSettings { backend: CacheBackend::Local, max_bytes: 64 << 20, coalesce_wait: Duration::from_secs(5) }
     }
 }
 
@@ -60,16 +73,41 @@ pub struct RouteCacheSettings {
 /// Methods a cache may store responses to: safe ones, and POST for RPC-style calls.
 const CACHEABLE_METHODS: [Method; 3] = [Method::GET, Method::HEAD, Method::POST];
 
-/// `[cache]`, with defaults for what is not written.
-pub(super) fn global(raw: Option<&Spanned<RawCache>>, c: &mut Collector<'_>) -> CacheSettings {
+/// `[cache]`, with defaults for what is not written. `fleet` says whether the config has a
+/// `[fleet]` section, which the Redis backend needs.
+pub(super) fn global(raw: Option<&Spanned<RawCache>>, fleet: bool, c: &mut Collector<'_>) -> CacheSettings {
     let d = CacheSettings::default();
     let Some(raw) = raw.map(Spanned::get_ref) else { return d };
     CacheSettings {
+        backend: raw.backend.as_ref().map_or(d.backend, |b| backend(b, fleet, c)),
         max_bytes: raw.max_bytes.as_ref().map_or(d.max_bytes, |s| size(s, "cache.max_bytes", d.max_bytes, c)),
         coalesce_wait: raw
             .coalesce_wait
             .as_ref()
             .map_or(d.coalesce_wait, |s| duration(s, "cache.coalesce_wait", d.coalesce_wait, true, c)),
+    }
+}
+
+fn backend(b: &Spanned<String>, fleet: bool, c: &mut Collector<'_>) -> CacheBackend {
+    match b.get_ref().as_str() {
+        "local" => CacheBackend::Local,
+        "redis" if fleet => CacheBackend::Redis,
+        "redis" => {
+            c.error(
+                b.span(),
+                "cache.backend",
+                "\"redis\" needs a [fleet] section (the Redis and encryption key the fleet shares entries through)",
+            );
+            CacheBackend::Local
+        }
+        other => {
+            c.error(
+                b.span(),
+                "cache.backend",
+                format!("{other:?} is not a cache backend (expected \"local\" or \"redis\")"),
+            );
+            CacheBackend::Local
+        }
     }
 }
 
@@ -230,12 +268,15 @@ mod tests {
     #[test]
     fn every_key_is_read() {
         let text = format!(
-            "[cache]\nmax_bytes = \"8MiB\"\ncoalesce_wait = \"2s\"\n{ROUTE}[routes.cache]\nttl = \"5m\"\n\
+            "[cache]\nbackend = \"local\"\nmax_bytes = \"8MiB\"\ncoalesce_wait = \"2s\"\n{ROUTE}[routes.cache]\nttl = \"5m\"\n\
              methods = [\"get\", \"POST\"]\nvary = [\"Accept-Language\"]\nmax_body = \"64KiB\"\nstatuses = [200, 404]\n\
              ignore_cache_control = true\nstale_while_revalidate = \"30s\"\nstale_if_error = \"1h\"\n"
         );
         let c = config(&text).expect("valid");
-        assert_eq!(c.cache, CacheSettings { max_bytes: 8 << 20, coalesce_wait: Duration::from_secs(2) });
+        assert_eq!(
+            c.cache,
+            CacheSettings { backend: CacheBackend::Local, max_bytes: 8 << 20, coalesce_wait: Duration::from_secs(2) }
+        );
         let rc = c.routes[0].cache.clone().expect("cached");
         assert_eq!(rc.methods, [Method::GET, Method::POST]);
         assert_eq!(rc.vary, [HeaderName::from_static("accept-language")]);
@@ -248,7 +289,7 @@ mod tests {
     #[test]
     fn every_mistake_is_reported_at_once_with_its_key() {
         let text = format!(
-            "[cache]\nmax_bytes = \"1MiB\"\ncoalesce_wait = \"0s\"\n{ROUTE}[routes.cache]\nttl = \"soon\"\n\
+            "[cache]\nbackend = \"memcached\"\nmax_bytes = \"1MiB\"\ncoalesce_wait = \"0s\"\n{ROUTE}[routes.cache]\nttl = \"soon\"\n\
              methods = [\"GET\", \"DELETE\"]\nvary = [\"bad header\"]\nmax_body = \"2MiB\"\nstatuses = [200, 206, 304, 99]\n\
              stale_if_error = \"400d\"\n"
         );
@@ -257,6 +298,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "cache.backend",
                 "cache.coalesce_wait",
                 "routes[0].cache.ttl",
                 "routes[0].cache.methods",
@@ -273,6 +315,17 @@ mod tests {
         assert!(text.contains("\"DELETE\" responses are not stored"), "{text}");
         assert!(text.contains("206 partial content"), "{text}");
         assert!(text.contains("more than [cache] max_bytes"), "{text}");
+        assert!(text.contains("\"memcached\" is not a cache backend"), "{text}");
+    }
+
+    #[test]
+    fn the_redis_backend_needs_a_fleet() {
+        let errors = config(&format!("[cache]\nbackend = \"redis\"\n{ROUTE}")).expect_err("rejected");
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        let d = &errors.0[0];
+        assert_eq!(d.key_path, "cache.backend");
+        let text = errors.to_string();
+        assert!(text.contains("sidecar.toml:2:11") && text.contains("needs a [fleet] section"), "{text}");
     }
 
     #[test]

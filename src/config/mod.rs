@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cache::{CacheSettings, RouteCacheSettings, DEFAULT_STATUSES};
+pub use cache::{CacheBackend, CacheSettings, RouteCacheSettings, DEFAULT_STATUSES};
 pub use diagnostic::{Collector, ConfigErrors, Diagnostic};
 pub use fleet::FleetSettings;
 pub use policy::{AuditSettings, CallerDefinition, PolicySettings, Position, RateLimit, RoutePolicySettings};

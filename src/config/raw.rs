@@ -224,6 +224,7 @@ pub struct RawRoute {
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
+    pub backend: Option<Spanned<String>>,
     pub max_bytes: Option<Spanned<String>>,
     pub coalesce_wait: Option<Spanned<String>>,
 }

@@ -89,7 +89,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
     };
     watched_files.extend(fleet.as_ref().and_then(|f| f.key_file.clone()));
 
-    let cache = super::cache::global(raw.cache.as_ref(), &mut c);
+    let cache = super::cache::global(raw.cache.as_ref(), raw.fleet.is_some(), &mut c);
     let routes =
         raw.routes.iter().enumerate().filter_map(|(i, r)| route(i, r, &raw, &cache, &mut c)).collect::<Vec<_>>();
     if c.is_empty() {

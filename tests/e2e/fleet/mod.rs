@@ -3,7 +3,7 @@
 //! an operator of a fleet relies on: one exchange per token lifetime for the whole fleet, a
 //! lease holder that dies, Redis dying and coming back under traffic, sealing (nothing in
 //! Redis in the clear; entries not sealed by the fleet are refused), the 401 renewal, TLS to
-//! Redis, and the config and admin surface.
+//! Redis, the config and admin surface, and the shared function-result cache.
 
 mod auth;
 mod config;
@@ -11,6 +11,7 @@ mod lease;
 mod outage;
 mod renewal;
 mod sealing;
+mod shared_cache;
 mod sharing;
 mod tls;
 
