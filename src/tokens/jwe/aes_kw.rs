@@ -12,7 +12,7 @@ const DEFAULT_IV: [u8; 8] = [0xa6; 8];
 /// Wraps `key` (a multiple of 8 bytes, at least 16) under the key-encryption key `kek` (16, 24
 /// or 32 bytes). The result is 8 bytes longer than `key`.
 pub fn wrap(kek: &[u8], key: &[u8]) -> Result<Vec<u8>, &'static str> {
-    if key.len() % 8 != 0 || key.len() < 16 {
+    if !key.len().is_multiple_of(8) || key.len() < 16 {
         return Err("a wrapped key must be a multiple of 8 bytes, at least 16");
     }
     let cipher = match kek.len() {
