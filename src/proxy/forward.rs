@@ -20,7 +20,7 @@ use super::target::{target_of, Entry, Target};
 use super::timed::TimedBody;
 use super::upgrade::{self, Upgrade};
 use super::upstream::Protocol;
-use super::{BoxError, ProxyBody};
+use super::ProxyBody;
 use crate::cache::{self, Fetched, Lookup};
 use crate::config::Unmatched;
 use crate::error::ProxyError;
@@ -477,11 +477,11 @@ async fn send(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     upgrade::strip_response_headers(parts.status, &mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
 /// Maps an upstream client error to what the user should be told.
-fn classify(err: &hyper_util::client::legacy::Error, target: &Target) -> ProxyError {
+fn classify(err: &super::client::ClientError, target: &Target) -> ProxyError {
     let host = target.authority.to_string();
     let mut timed_out = false;
     for e in error_chain(err) {

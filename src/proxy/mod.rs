@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod budget;
+pub mod client;
 mod forward;
 mod headers;
 pub mod listen;
