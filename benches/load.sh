@@ -312,7 +312,10 @@ wrk_get_script "$WORK/cache-proxy.lua" "http://127.0.0.1:$UP/lookup?id=42"
 wrk_get_script "$WORK/cache-direct.lua" "/lookup?id=42"
 
 # ---------------------------------------------------------------- peers
-declare -A PORT_OF PID_OF SCRAPER_OF
+declare -A PORT_OF PID_OF SCRAPER_OF BIN_OF
+# BASELINE_BIN: another build of the sidecar, run as peer `sidecar-base` (to measure what a
+# change bought, in the same run).
+[ -n "${BASELINE_BIN:-}" ] && BIN_OF[sidecar-base]=$BASELINE_BIN
 
 pids_of() { # the process and its children (nginx workers)
   local pid=$1
@@ -345,7 +348,7 @@ start_sidecar() { # $1 name, $2 worker threads, $3 key, $4 ttl, $5 refresh_befor
   pick_port
   admin=$PORT
   sidecar_config "$CONF/$name.toml" "${PORT_OF[$name]}" "$admin" "$2" "$3" "$4" "$5" "${6:-}"
-  start "$name" "$SIDECAR" --config "$CONF/$name.toml" --log info run
+  start "$name" "${BIN_OF[$name]:-$SIDECAR}" --config "$CONF/$name.toml" --log info run
   PID_OF[$name]=$STARTED_PID
   wait_port "${PORT_OF[$name]}" "$STARTED_PID" "$name"
   if [ "$SCRAPE_METRICS" = 1 ]; then
@@ -520,6 +523,7 @@ start_peer() {
   direct) ;;
   sidecar) start_sidecar sidecar 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   sidecar-2w) start_sidecar sidecar-2w 2 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
+  sidecar-base) start_sidecar sidecar-base 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   nginx) start_nginx_proxy nginx ;;
   nginx-cache) start_nginx_proxy nginx-cache ;;
   sidecar-cache) start_sidecar sidecar-cache 1 "$KEYS/demo-rsa.key.pem" 15m 3m $'[routes.cache]\nttl = "10m"' ;;

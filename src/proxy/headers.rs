@@ -19,8 +19,8 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// exception kept: gRPC servers require it, and it only says the sender accepts trailers,
 /// which the proxy passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let trailers = accepts_trailers(headers);
-    // One pass over the names finds what is present; only that is removed.
+    // One pass over the names finds what is present; only that is removed (usually nothing,
+    // and then nothing else is looked up: this runs twice per request).
     let mut remove: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
         if HOP_BY_HOP.contains(name) || is_proxy_or_keep_alive(name) {
@@ -30,6 +30,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if remove.is_empty() {
         return;
     }
+    let trailers = accepts_trailers(headers);
     if headers.contains_key(header::CONNECTION) {
         let named = headers
             .get_all(header::CONNECTION)

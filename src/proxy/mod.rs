@@ -14,6 +14,7 @@ mod malformed;
 pub mod path;
 mod protocol;
 mod sniff;
+pub mod status_counters;
 pub mod target;
 mod timed;
 mod tunnel;

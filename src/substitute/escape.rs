@@ -55,12 +55,27 @@ pub fn written_forms(value: &Bytes) -> Vec<Bytes> {
 fn needs_escape(value: &[u8], syntax: Syntax) -> Option<bool> {
     Some(match syntax {
         Syntax::Plain => false,
-        Syntax::Uri | Syntax::Form => !value.iter().all(|&b| is_unreserved(b)),
+        Syntax::Uri | Syntax::Form => any_in_blocks(value, |b| !is_unreserved(b)),
         Syntax::Json => {
-            std::str::from_utf8(value).ok()?;
-            value.iter().any(|&b| json_needs_escape(b))
+            // ASCII (every token the sidecar signs) is UTF-8; the check is one vector pass.
+            if !value.is_ascii() {
+                std::str::from_utf8(value).ok()?;
+            }
+            any_in_blocks(value, json_needs_escape)
         }
     })
+}
+
+/// Whether any byte of `value` satisfies `test`. Runs on this request path for every token
+/// written into a body or target (a JWT is 300-1,000 bytes): testing whole blocks without
+/// stopping at the first hit lets the compiler vectorise the test, several times faster
+/// than a byte-at-a-time `any`.
+#[inline]
+fn any_in_blocks(value: &[u8], test: impl Fn(u8) -> bool + Copy) -> bool {
+    const BLOCK: usize = 32;
+    let mut blocks = value.chunks_exact(BLOCK);
+    let hit = blocks.by_ref().any(|block| block.iter().fold(false, |hit, &b| hit | test(b)));
+    hit || blocks.remainder().iter().any(|&b| test(b))
 }
 
 /// The length of `value` once escaped for `syntax` (an upper bound for JSON control bytes,
@@ -173,6 +188,26 @@ mod tests {
         assert_eq!(controls, "\\n\\r\\t\\u0000\\u001F\x7f");
         assert!(escaped_len(b"\n\r\t\x00\x1f\x7f", Syntax::Json) >= controls.len());
         assert_eq!(escaped(b"\xff\xfe", Syntax::Json), None, "not UTF-8: no JSON string holds it");
+    }
+
+    #[test]
+    fn a_byte_to_escape_is_found_wherever_it_is() {
+        let jwt = b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnLV9-".repeat(20);
+        for at in [0, 1, 31, 32, 33, 500, jwt.len() - 1] {
+            for (bad, syntax) in
+                [(b'"', Syntax::Json), (b'\n', Syntax::Json), (b'/', Syntax::Uri), (b' ', Syntax::Form)]
+            {
+                let mut value = jwt.clone();
+                value[at] = bad;
+                assert_eq!(needs_escape(&value, syntax), Some(true), "{at} {bad} {syntax:?}");
+            }
+        }
+        assert_eq!(needs_escape(&jwt, Syntax::Json), Some(false));
+        assert_eq!(needs_escape(&jwt, Syntax::Uri), Some(false));
+        let mut not_utf8 = jwt.clone();
+        not_utf8[40] = 0xff;
+        assert_eq!(needs_escape(&not_utf8, Syntax::Json), None);
+        assert_eq!(needs_escape("é".repeat(40).as_bytes(), Syntax::Json), Some(false));
     }
 
     #[test]

@@ -53,7 +53,9 @@ impl Client {
         loop {
             let (sender, reused) = match self.pool.checkout(&key, self.protocol == Protocol::Http1) {
                 Some(sender) => (sender, true),
-                None => (self.open(&key).await?, false),
+                // Boxed: opening a connection (TLS, handshakes) is a large future, and every
+                // request's future would otherwise carry its space.
+                None => (Box::pin(self.open(&key)).await?, false),
             };
             let sent = match sender {
                 Sender::Http1(mut sender) => {
