@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
 use super::super::{BoxError, ProxyBody};
-use super::pool::{Key, Pool};
+use super::pool::Slot;
 
 /// A response body from the upstream client.
 pub struct UpstreamBody {
@@ -22,8 +22,7 @@ pub struct UpstreamBody {
 }
 
 struct GiveBack {
-    pool: Arc<Pool>,
-    key: Key,
+    slot: Arc<Slot>,
     sender: http1::SendRequest<ProxyBody>,
 }
 
@@ -33,14 +32,14 @@ impl UpstreamBody {
         UpstreamBody { inner, back: None }
     }
 
-    /// A body that returns `sender` to `pool` under `key` once read to its end.
-    pub(super) fn pooled(inner: Incoming, pool: Arc<Pool>, key: Key, sender: http1::SendRequest<ProxyBody>) -> Self {
-        UpstreamBody { inner, back: Some(GiveBack { pool, key, sender }) }
+    /// A body that returns `sender` to its endpoint's `slot` once read to its end.
+    pub(super) fn pooled(inner: Incoming, slot: Arc<Slot>, sender: http1::SendRequest<ProxyBody>) -> Self {
+        UpstreamBody { inner, back: Some(GiveBack { slot, sender }) }
     }
 
     fn give_back(&mut self) {
-        if let Some(GiveBack { pool, key, sender }) = self.back.take() {
-            pool.put(key, sender);
+        if let Some(GiveBack { slot, sender }) = self.back.take() {
+            slot.put(sender);
         }
     }
 }

@@ -24,7 +24,7 @@ use hyper::client::conn::TrySendError;
 pub use body::UpstreamBody;
 pub use connect::Connector;
 pub use error::{ClientError, Stage};
-use pool::{Key, Pool, Sender};
+use pool::{Key, Pool, Sender, Slot};
 
 use super::upstream::Protocol;
 use super::ProxyBody;
@@ -50,18 +50,19 @@ impl Client {
     /// [`ClientError`]: no connection could be made (`is_connect`), or the exchange failed.
     pub async fn request(&self, mut req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, ClientError> {
         let key = key_of(req.uri())?;
+        let slot = self.pool.slot(&key);
         loop {
-            let (sender, reused) = match self.pool.checkout(&key, self.protocol == Protocol::Http1) {
+            let (sender, reused) = match slot.checkout(self.protocol == Protocol::Http1) {
                 Some(sender) => (sender, true),
                 // Boxed: opening a connection (TLS, handshakes) is a large future, and every
                 // request's future would otherwise carry its space.
-                None => (Box::pin(self.open(&key)).await?, false),
+                None => (Box::pin(self.open(&key, &slot)).await?, false),
             };
             let sent = match sender {
                 Sender::Http1(mut sender) => {
                     for_http1(&mut req, &key);
                     match sender.try_send_request(req).await {
-                        Ok(response) => return Ok(self.pooled(response, key, sender)),
+                        Ok(response) => return Ok(pooled(response, slot, sender)),
                         Err(e) => e,
                     }
                 }
@@ -76,40 +77,38 @@ impl Client {
 
     /// A new connection to `key`; h2 ones are shared, and opened one at a time per endpoint
     /// by a client that speaks only h2 (the others wait and share it).
-    async fn open(&self, key: &Key) -> Result<Sender, ClientError> {
+    async fn open(&self, key: &Key, slot: &Slot) -> Result<Sender, ClientError> {
         if self.protocol != Protocol::Http2 {
             let sender = self.connector.open(key).await?;
             if let Sender::Http2(h2) = &sender {
-                self.pool.share_h2(key, h2);
+                slot.share_h2(h2);
             }
             return Ok(sender);
         }
-        let opening = self.pool.h2_opening(key);
+        let opening = slot.h2_opening();
         let _opening = opening.lock().await;
-        if let Some(sender) = self.pool.checkout(key, false) {
+        if let Some(sender) = slot.checkout(false) {
             return Ok(sender);
         }
         let sender = self.connector.open(key).await?;
         if let Sender::Http2(h2) = &sender {
-            self.pool.share_h2(key, h2);
+            slot.share_h2(h2);
         }
         Ok(sender)
     }
+}
 
-    /// The response, with a body that returns the connection to the pool at its end (unless
-    /// the connection switched protocols).
-    fn pooled(
-        &self,
-        response: Response<hyper::body::Incoming>,
-        key: Key,
-        sender: hyper::client::conn::http1::SendRequest<ProxyBody>,
-    ) -> Response<UpstreamBody> {
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return response.map(UpstreamBody::unpooled);
-        }
-        let pool = Arc::clone(&self.pool);
-        response.map(|body| UpstreamBody::pooled(body, pool, key, sender))
+/// The response, with a body that returns the connection to its endpoint's slot at its end
+/// (unless the connection switched protocols).
+fn pooled(
+    response: Response<hyper::body::Incoming>,
+    slot: Arc<Slot>,
+    sender: hyper::client::conn::http1::SendRequest<ProxyBody>,
+) -> Response<UpstreamBody> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return response.map(UpstreamBody::unpooled);
     }
+    response.map(|body| UpstreamBody::pooled(body, slot, sender))
 }
 
 /// The request back, ready to be sent again, when a reused connection failed before sending

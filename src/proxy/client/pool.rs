@@ -35,10 +35,17 @@ pub enum Sender {
 
 /// The pooled connections of one client.
 pub struct Pool {
-    endpoints: Mutex<HashMap<Key, Endpoint, rustc_hash::FxBuildHasher>>,
+    endpoints: Mutex<HashMap<Key, Arc<Slot>, rustc_hash::FxBuildHasher>>,
     idle_timeout: Duration,
     /// A sweeper task is running.
     sweeping: AtomicBool,
+}
+
+/// The pooled connections to one endpoint. A request holds its endpoint's slot from
+/// checkout to the end of its response, so returning a connection needs no lookup.
+pub struct Slot {
+    endpoint: Mutex<Endpoint>,
+    idle_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -63,24 +70,79 @@ struct Shared {
     unused_sweeps: u32,
 }
 
+/// Nothing panics while a pool lock is held; a poisoned lock still guards consistent data.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Pool {
     /// An empty pool whose connections are dropped after `idle_timeout` unused.
     pub fn new(idle_timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool { endpoints: Mutex::default(), idle_timeout, sweeping: AtomicBool::new(false) })
     }
 
-    fn endpoints(&self) -> MutexGuard<'_, HashMap<Key, Endpoint, rustc_hash::FxBuildHasher>> {
-        // Nothing panics while the lock is held; a poisoned map is still consistent.
-        self.endpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The slot of `key`'s endpoint (made on first use).
+    pub fn slot(self: &Arc<Self>, key: &Key) -> Arc<Slot> {
+        let mut endpoints = locked(&self.endpoints);
+        if let Some(slot) = endpoints.get(key) {
+            return Arc::clone(slot);
+        }
+        let slot = Arc::new(Slot { endpoint: Mutex::default(), idle_timeout: self.idle_timeout });
+        endpoints.insert(key.clone(), Arc::clone(&slot));
+        drop(endpoints);
+        self.sweep_later();
+        slot
     }
 
-    /// A pooled connection to `key`: the shared h2 one (unless `http1_only`), else the most
-    /// recently returned idle HTTP/1.1 one that is ready. Closed and expired connections met
-    /// on the way are dropped; ones not ready yet (their previous exchange is still finishing)
-    /// stay pooled.
-    pub fn checkout(&self, key: &Key, http1_only: bool) -> Option<Sender> {
-        let mut endpoints = self.endpoints();
-        let endpoint = endpoints.get_mut(key)?;
+    /// Starts the sweeper unless it runs (it ends when the pool is empty or dropped).
+    fn sweep_later(self: &Arc<Self>) {
+        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        // Twice per timeout: a connection is closed between one and one and a half
+        // timeouts after its last use.
+        let period = (self.idle_timeout / 2).max(Duration::from_millis(50));
+        runtime.spawn(sweep(pool, period));
+    }
+
+    /// Drops expired and closed connections, and endpoints with nothing pooled that no
+    /// request holds; false when nothing is left to sweep.
+    fn sweep_once(&self) -> bool {
+        let now = Instant::now();
+        let mut endpoints = locked(&self.endpoints);
+        endpoints.retain(|_, slot| !slot.sweep(now) || Arc::strong_count(slot) > 1);
+        if endpoints.is_empty() {
+            // Stopped under the lock: a new slot after this starts a new sweeper.
+            self.sweeping.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// How many idle HTTP/1.1 connections and shared h2 connections are pooled.
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        let endpoints = locked(&self.endpoints);
+        let each = endpoints.values().map(|slot| {
+            let endpoint = locked(&slot.endpoint);
+            (endpoint.idle.len(), usize::from(endpoint.h2.is_some()))
+        });
+        each.fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    }
+}
+
+impl Slot {
+    /// A pooled connection: the shared h2 one (unless `http1_only`), else the most recently
+    /// returned idle HTTP/1.1 one that is ready. Closed and expired connections met on the
+    /// way are dropped; ones not ready yet (their previous exchange is still finishing) stay
+    /// pooled.
+    pub fn checkout(&self, http1_only: bool) -> Option<Sender> {
+        let mut endpoint = locked(&self.endpoint);
         if !http1_only {
             if let Some(shared) = &mut endpoint.h2 {
                 if !shared.sender.is_closed() {
@@ -110,86 +172,45 @@ impl Pool {
         found
     }
 
-    /// Returns an HTTP/1.1 connection whose exchange finished, for the next request to `key`.
-    pub fn put(self: &Arc<Self>, key: Key, sender: http1::SendRequest<ProxyBody>) {
+    /// Returns an HTTP/1.1 connection whose exchange finished, for the next request.
+    pub fn put(&self, sender: http1::SendRequest<ProxyBody>) {
         if sender.is_closed() {
             return;
         }
-        self.endpoints().entry(key).or_default().idle.push(Idle { sender, since: Instant::now() });
-        self.sweep_later();
+        locked(&self.endpoint).idle.push(Idle { sender, since: Instant::now() });
     }
 
-    /// Makes `sender` the h2 connection requests to `key` share, unless a live one is there.
-    pub fn share_h2(self: &Arc<Self>, key: &Key, sender: &http2::SendRequest<ProxyBody>) {
-        {
-            let mut endpoints = self.endpoints();
-            let endpoint = endpoints.entry(key.clone()).or_default();
-            if endpoint.h2.as_ref().is_some_and(|s| !s.sender.is_closed()) {
-                return;
-            }
-            endpoint.h2 = Some(Shared { sender: sender.clone(), unused_sweeps: 0 });
-        }
-        self.sweep_later();
-    }
-
-    /// The lock a request holds while opening an h2 connection to `key`.
-    pub fn h2_opening(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
-        let mut endpoints = self.endpoints();
-        let endpoint = endpoints.entry(key.clone()).or_default();
-        Arc::clone(endpoint.h2_opening.get_or_insert_with(Arc::default))
-    }
-
-    /// Starts the sweeper unless it runs (it ends when the pool is empty or dropped).
-    fn sweep_later(self: &Arc<Self>) {
-        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::AcqRel) {
+    /// Makes `sender` the h2 connection requests share, unless a live one is there.
+    pub fn share_h2(&self, sender: &http2::SendRequest<ProxyBody>) {
+        let mut endpoint = locked(&self.endpoint);
+        if endpoint.h2.as_ref().is_some_and(|s| !s.sender.is_closed()) {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.sweeping.store(false, Ordering::Release);
-            return;
-        };
-        let pool = Arc::downgrade(self);
-        // Twice per timeout: a connection is closed between one and one and a half
-        // timeouts after its last use.
-        let period = (self.idle_timeout / 2).max(Duration::from_millis(50));
-        runtime.spawn(sweep(pool, period));
+        endpoint.h2 = Some(Shared { sender: sender.clone(), unused_sweeps: 0 });
     }
 
-    /// Drops expired and closed connections; false when nothing is left to sweep.
-    fn sweep_once(&self) -> bool {
-        let now = Instant::now();
+    /// The lock a request holds while opening an h2 connection here.
+    pub fn h2_opening(&self) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(locked(&self.endpoint).h2_opening.get_or_insert_with(Arc::default))
+    }
+
+    /// Drops expired and closed connections; true when nothing is left here.
+    fn sweep(&self, now: Instant) -> bool {
         // An h2 connection unused for this many sweeps has been idle for a timeout.
-        let h2_sweeps = 2;
-        let mut endpoints = self.endpoints();
-        endpoints.retain(|_, endpoint| {
-            endpoint
-                .idle
-                .retain(|i| !i.sender.is_closed() && now.saturating_duration_since(i.since) < self.idle_timeout);
-            if let Some(shared) = &mut endpoint.h2 {
-                shared.unused_sweeps += 1;
-                if shared.sender.is_closed() || shared.unused_sweeps > h2_sweeps {
-                    endpoint.h2 = None;
-                }
+        const H2_SWEEPS: u32 = 2;
+        let mut endpoint = locked(&self.endpoint);
+        endpoint.idle.retain(|i| !i.sender.is_closed() && now.saturating_duration_since(i.since) < self.idle_timeout);
+        if let Some(shared) = &mut endpoint.h2 {
+            shared.unused_sweeps += 1;
+            if shared.sender.is_closed() || shared.unused_sweeps > H2_SWEEPS {
+                endpoint.h2 = None;
             }
-            let opening = endpoint.h2_opening.as_ref().is_some_and(|lock| Arc::strong_count(lock) > 1);
-            if !opening {
-                endpoint.h2_opening = None;
-            }
-            !endpoint.idle.is_empty() || endpoint.h2.is_some() || opening
-        });
-        if endpoints.is_empty() {
-            // Stopped under the lock: a `put` after this starts a new sweeper.
-            self.sweeping.store(false, Ordering::Release);
-            return false;
         }
-        true
-    }
-
-    /// How many idle HTTP/1.1 connections and shared h2 connections are pooled.
-    #[cfg(test)]
-    fn counts(&self) -> (usize, usize) {
-        let endpoints = self.endpoints();
-        (endpoints.values().map(|e| e.idle.len()).sum(), endpoints.values().filter(|e| e.h2.is_some()).count())
+        let opening = endpoint.h2_opening.as_ref().is_some_and(|lock| Arc::strong_count(lock) > 1);
+        if !opening {
+            endpoint.h2_opening = None;
+        }
+        endpoint.idle.is_empty() && endpoint.h2.is_none() && !opening
     }
 }
 
@@ -228,30 +249,33 @@ mod tests {
         let pool = Pool::new(Duration::from_secs(10));
         let (first, _a) = sender().await;
         let (second, _b) = sender().await;
-        pool.put(key(), first);
+        let slot = pool.slot(&key());
+        slot.put(first);
         tokio::time::advance(Duration::from_secs(6)).await;
-        pool.put(key(), second);
+        slot.put(second);
         assert_eq!(pool.counts(), (2, 0));
         // Keys compare hosts without regard to case.
         let other_case = Key { https: false, authority: Authority::from_static("example.COM:80") };
-        assert!(matches!(pool.checkout(&other_case, false), Some(Sender::Http1(_))));
+        assert!(Arc::ptr_eq(&pool.slot(&other_case), &slot));
+        assert!(matches!(slot.checkout(false), Some(Sender::Http1(_))));
         assert_eq!(pool.counts(), (1, 0), "the newest was taken");
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(pool.checkout(&key(), false).is_none(), "the older one is past the idle timeout");
+        assert!(slot.checkout(false).is_none(), "the older one is past the idle timeout");
         assert_eq!(pool.counts(), (0, 0));
         let https = Key { https: true, ..key() };
         let (third, _c) = sender().await;
-        pool.put(key(), third);
-        assert!(pool.checkout(&https, false).is_none(), "another scheme is another endpoint");
+        slot.put(third);
+        assert!(pool.slot(&https).checkout(false).is_none(), "another scheme is another endpoint");
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_sweeper_closes_expired_connections_and_stops_when_empty() {
         let pool = Pool::new(Duration::from_secs(10));
         let (sender, mut far) = sender().await;
-        pool.put(key(), sender);
+        pool.slot(&key()).put(sender);
         tokio::time::sleep(Duration::from_secs(16)).await;
         assert_eq!(pool.counts(), (0, 0));
+        assert!(locked(&pool.endpoints).is_empty(), "the endpoint went with its last connection");
         assert!(!pool.sweeping.load(Ordering::Acquire), "the sweeper ended with the pool empty");
         // The connection was dropped: its far end reads the end of the stream.
         let mut buf = [0u8; 1];
@@ -262,15 +286,16 @@ mod tests {
     async fn closed_connections_are_not_reused() {
         let pool = Pool::new(Duration::from_secs(10));
         let (sender, far) = sender().await;
-        pool.put(key(), sender);
+        let slot = pool.slot(&key());
+        slot.put(sender);
         drop(far);
         // The connection task sees the end of the stream and closes the sender.
         let deadline = Instant::now() + Duration::from_secs(5);
-        let all_closed = |pool: &Pool| pool.endpoints().values().all(|e| e.idle.iter().all(|i| i.sender.is_closed()));
-        while !all_closed(&pool) && Instant::now() < deadline {
+        let all_closed = |slot: &Slot| locked(&slot.endpoint).idle.iter().all(|i| i.sender.is_closed());
+        while !all_closed(&slot) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(pool.checkout(&key(), false).is_none(), "a closed connection was handed out");
+        assert!(slot.checkout(false).is_none(), "a closed connection was handed out");
         assert_eq!(pool.counts(), (0, 0));
     }
 
@@ -286,8 +311,9 @@ mod tests {
             .unwrap();
         let _pending = sender.send_request(request);
         tokio::task::yield_now().await;
-        pool.put(key(), sender);
-        assert!(pool.checkout(&key(), false).is_none());
+        let slot = pool.slot(&key());
+        slot.put(sender);
+        assert!(slot.checkout(false).is_none());
         assert_eq!(pool.counts(), (1, 0));
     }
 }
