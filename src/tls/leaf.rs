@@ -27,6 +27,13 @@ pub struct Interceptor {
     /// interceptor on reload, not a restart.
     files_digest: [u8; 32],
     cache: Mutex<HashMap<String, (Arc<ServerConfig>, Instant)>>,
+    /// Issues and opens the session tickets of every leaf: resumption that costs the sidecar
+    /// no memory per client. rustls's default keeps 256 sessions per certificate, two per
+    /// handshake: with more than 128 clients of one host, each full handshake evicts the
+    /// sessions of the next clients to come back, and none of them resumes. Its keys are
+    /// random, made at start-up, rotated every 6 hours, and never leave memory; rustls accepts
+    /// a ticket only for the server name it was issued to.
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -42,7 +49,15 @@ impl Interceptor {
         let ca = load_ca(settings)?;
         let leaf_key =
             KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Generate(e.to_string()))?;
-        Ok(Interceptor { ca, leaf_key, settings: settings.clone(), files_digest, cache: Mutex::new(HashMap::new()) })
+        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| CaError::Generate(e.to_string()))?;
+        Ok(Interceptor {
+            ca,
+            leaf_key,
+            settings: settings.clone(),
+            files_digest,
+            cache: Mutex::new(HashMap::new()),
+            ticketer,
+        })
     }
 
     /// Whether this interceptor was built from the same settings and CA bytes (so a reload
@@ -108,6 +123,7 @@ impl Interceptor {
             .with_single_cert(chain, key)
             .map_err(|e| CaError::Generate(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = Arc::clone(&self.ticketer);
         Ok(config)
     }
 }

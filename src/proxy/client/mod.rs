@@ -48,31 +48,13 @@ impl Client {
     /// # Errors
     ///
     /// [`ClientError`]: no connection could be made (`is_connect`), or the exchange failed.
-    pub async fn request(&self, mut req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, ClientError> {
+    pub async fn request(&self, req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, ClientError> {
         let key = key_of(req.uri())?;
         let slot = self.pool.slot(&key);
-        loop {
-            let (sender, reused) = match slot.checkout(self.protocol == Protocol::Http1) {
-                Some(sender) => (sender, true),
-                // Boxed: opening a connection (TLS, handshakes) is a large future, and every
-                // request's future would otherwise carry its space.
-                None => (Box::pin(self.open(&key, &slot)).await?, false),
-            };
-            let sent = match sender {
-                Sender::Http1(mut sender) => {
-                    for_http1(&mut req, &key);
-                    match sender.try_send_request(req).await {
-                        Ok(response) => return Ok(pooled(response, slot, sender)),
-                        Err(e) => e,
-                    }
-                }
-                Sender::Http2(mut sender) => match sender.try_send_request(req).await {
-                    Ok(response) => return Ok(response.map(UpstreamBody::unpooled)),
-                    Err(e) => e,
-                },
-            };
-            req = retry_or_fail(sent, reused, &key)?;
-        }
+        let http1_only = self.protocol == Protocol::Http1;
+        // Boxed: opening a connection (TLS, handshakes) is a large future, and every
+        // request's future would otherwise carry its space.
+        exchange(req, &key, &slot, http1_only, || Box::pin(self.open(&key, &slot))).await
     }
 
     /// A new connection to `key`; h2 ones are shared, and opened one at a time per endpoint
@@ -95,6 +77,40 @@ impl Client {
             slot.share_h2(h2);
         }
         Ok(sender)
+    }
+}
+
+/// Sends `req` on a pooled connection of `slot` or on one `open` makes, and once more on
+/// another when a pooled one could not start sending it.
+async fn exchange<Opening>(
+    mut req: Request<ProxyBody>,
+    key: &Key,
+    slot: &Arc<Slot>,
+    http1_only: bool,
+    open: impl Fn() -> Opening,
+) -> Result<Response<UpstreamBody>, ClientError>
+where
+    Opening: std::future::Future<Output = Result<Sender, ClientError>>,
+{
+    loop {
+        let (sender, reused) = match slot.checkout(http1_only) {
+            Some(sender) => (sender, true),
+            None => (open().await?, false),
+        };
+        let sent = match sender {
+            Sender::Http1(mut sender) => {
+                for_http1(&mut req, key);
+                match sender.try_send_request(req).await {
+                    Ok(response) => return Ok(pooled(response, Arc::clone(slot), sender)),
+                    Err(e) => e,
+                }
+            }
+            Sender::Http2(mut sender) => match sender.try_send_request(req).await {
+                Ok(response) => return Ok(response.map(UpstreamBody::unpooled)),
+                Err(e) => e,
+            },
+        };
+        req = retry_or_fail(sent, reused, key)?;
     }
 }
 
@@ -203,6 +219,76 @@ mod tests {
         let key = key_of(req.uri()).unwrap();
         for_http1(&mut req, &key);
         assert_eq!(req.headers()[HOST], "kept.example");
+    }
+
+    /// An upstream over in-memory pipes. Each connection answers one request with `200` and
+    /// its number, then its far end goes to the test, which closes it by dropping it.
+    #[derive(Default)]
+    struct Upstream {
+        opened: std::sync::atomic::AtomicUsize,
+        answered: std::sync::Mutex<Vec<tokio::io::DuplexStream>>,
+    }
+
+    impl Upstream {
+        /// A connection to this upstream, as the connector would open it.
+        async fn open(self: Arc<Self>) -> Result<Sender, ClientError> {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (near, mut far) = tokio::io::duplex(4096);
+            let n = self.opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match far.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&buf[..read]),
+                    }
+                }
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{n}", n.to_string().len());
+                far.write_all(answer.as_bytes()).await.unwrap();
+                self.answered.lock().unwrap().push(far);
+            });
+            let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(near))
+                .await
+                .map_err(ClientError::send)?;
+            tokio::spawn(conn);
+            Ok(Sender::Http1(sender))
+        }
+    }
+
+    async fn send(upstream: &Arc<Upstream>, slot: &Arc<Slot>) -> Result<String, ClientError> {
+        let req = request("http://example.com/x");
+        let key = key_of(req.uri())?;
+        let response = exchange(req, &key, slot, false, || Arc::clone(upstream).open()).await?;
+        Ok(String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+    }
+
+    /// The upstream closed an idle pooled connection, and the client has not seen it yet
+    /// when the next request takes the connection: the request, never sent, goes on a new one.
+    #[tokio::test]
+    async fn a_request_a_closed_pooled_connection_could_not_send_goes_on_a_new_one() {
+        let upstream = Arc::new(Upstream::default());
+        let slot = Pool::new(Duration::from_secs(60)).slot(&key_of(&"http://example.com/".parse().unwrap()).unwrap());
+        assert_eq!(send(&upstream, &slot).await.unwrap(), "1");
+        // Closed: the connection's task is woken, but on this single-threaded runtime it
+        // runs only after the next request has taken the connection from the pool.
+        let far = upstream.answered.lock().unwrap().pop().unwrap();
+        drop(far);
+        assert_eq!(send(&upstream, &slot).await.expect("sent again on a new connection"), "2");
+    }
+
+    /// A connection is back in the pool once its response was read, and not before.
+    #[tokio::test]
+    async fn a_connection_is_reused_only_after_its_response_was_read() {
+        let upstream = Arc::new(Upstream::default());
+        let slot = Pool::new(Duration::from_secs(60)).slot(&key_of(&"http://example.com/".parse().unwrap()).unwrap());
+        let key = key_of(&"http://example.com/".parse().unwrap()).unwrap();
+        let open = || Arc::clone(&upstream).open();
+        let unread = exchange(request("http://example.com/x"), &key, &slot, false, open).await.unwrap();
+        assert!(slot.checkout(false).is_none(), "pooled while its response is unread");
+        let body = unread.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "1");
+        assert!(matches!(slot.checkout(false), Some(Sender::Http1(_))), "not pooled once read");
     }
 
     #[test]

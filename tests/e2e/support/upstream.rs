@@ -186,6 +186,18 @@ struct State {
     /// When set, each request waits for a permit before it is answered.
     gate: Option<Semaphore>,
     answer: Answer,
+    /// Connections accepted, and those still open.
+    connections: AtomicUsize,
+    open: AtomicUsize,
+}
+
+/// Counts a connection as open until its task ends.
+struct OpenConnection(Arc<State>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How an [`Upstream`] serves; [`UpstreamBuilder::start`] starts it.
@@ -252,6 +264,8 @@ impl UpstreamBuilder {
             status: AtomicU16::new(200),
             gate: self.gated.then(|| Semaphore::new(0)),
             answer: self.answer,
+            connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
         });
         let shared = Arc::clone(&state);
         let acceptor = self.tls.map(tokio_rustls::TlsAcceptor::from);
@@ -261,7 +275,11 @@ impl UpstreamBuilder {
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&shared);
                 let acceptor = acceptor.clone();
+                state.connections.fetch_add(1, Ordering::SeqCst);
+                state.open.fetch_add(1, Ordering::SeqCst);
+                let open = OpenConnection(Arc::clone(&state));
                 tokio::spawn(async move {
+                    let _open = open;
                     let io = Counting { inner: stream, state: Arc::clone(&state) };
                     if raw {
                         serve_raw(state, io).await;
@@ -365,6 +383,16 @@ impl Upstream {
     /// Bytes read so far, over all connections.
     pub fn bytes(&self) -> u64 {
         self.state.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now (closed by either side once their task ends).
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
     }
 
     pub fn in_flight(&self) -> usize {
