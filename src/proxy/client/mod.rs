@@ -105,7 +105,7 @@ where
                     Err(e) => e,
                 }
             }
-            Sender::Http2(mut sender) => match sender.try_send_request(req).await {
+            Sender::Http2(mut sender) => match sender.try_send_request(for_h2(req)).await {
                 Ok(response) => return Ok(response.map(UpstreamBody::unpooled)),
                 Err(e) => e,
             },
@@ -170,6 +170,14 @@ fn for_http1(req: &mut Request<ProxyBody>, key: &Key) {
     }
     let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     *req.uri_mut() = Uri::from(path);
+}
+
+/// An h2 request names its host in `:authority` (from the URI) only: nginx, for one, refuses
+/// a request that also has a `Host` header ("client sent duplicate host header", 400), and
+/// RFC 9113 section 8.3.1 has clients use `:authority` instead.
+fn for_h2(mut req: Request<ProxyBody>) -> Request<ProxyBody> {
+    req.headers_mut().remove(HOST);
+    req
 }
 
 /// Puts the scheme and authority back on a request [`for_http1`] turned to origin form.
