@@ -62,6 +62,7 @@ async fn concurrent_h2_requests_share_one_upstream_connection() {
         // The host goes in :authority alone: nginx answers 400 to an h2 request that also
         // has a Host header ("client sent duplicate host header").
         assert!(r.header("host").is_none(), "an h2 request carried a Host header: {:?}", r.hosts());
+        assert_eq!(r.hosts(), [upstream.addr.to_string()]);
     }
     assert_eq!(upstream.connections(), 1, "h2 requests opened more than one connection");
     let metrics = scrape(run.admin()).await;

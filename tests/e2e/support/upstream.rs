@@ -40,6 +40,8 @@ pub struct Recorded {
     pub method: Method,
     /// The request target's path and query, as received.
     pub uri: String,
+    /// The authority the target named, if any: an h2 request's `:authority`.
+    pub authority: Option<String>,
     pub headers: HeaderMap,
     /// When the request head arrived (wall clock, to compare with token claims).
     pub arrived: SystemTime,
@@ -59,9 +61,11 @@ impl Recorded {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Every `Host` header value received.
+    /// Every host the request named: its `Host` header values, then the authority of its
+    /// target (an h2 request names its host in `:authority` alone).
     pub fn hosts(&self) -> Vec<String> {
-        self.headers.get_all("host").iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect()
+        let headers = self.headers.get_all("host").iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        headers.chain(self.authority.clone()).collect()
     }
 
     /// The path of the target, without the query.
@@ -149,6 +153,7 @@ impl Recorded {
             version,
             method,
             uri,
+            authority: None,
             headers,
             arrived: SystemTime::now(),
             at: Instant::now(),
@@ -452,7 +457,9 @@ async fn record(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
     let uri = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| parts.uri.to_string());
     let index = {
         let mut requests = state.requests.lock().unwrap();
-        requests.push(Recorded::new(parts.version, parts.method, uri, parts.headers));
+        let mut recorded = Recorded::new(parts.version, parts.method, uri, parts.headers);
+        recorded.authority = parts.uri.authority().map(ToString::to_string);
+        requests.push(recorded);
         requests.len() - 1
     };
     let ended = Ended(Arc::clone(&state), index);
