@@ -110,6 +110,22 @@ impl Plan {
         connector.connect(self.server_name.clone(), stream).await.map_err(|e| format!("TLS: {e}"))
     }
 
+    /// One request on a new connection: its status and body, for the sanity check before a
+    /// run (what the upstream saw, when it echoes it).
+    pub async fn check(&self) -> Result<String, String> {
+        let answer = if self.tls.alpn_protocols == [b"h2".to_vec()] {
+            let mut sender = h2_connection(self).await?;
+            sender.send_request(self.request(true)).await.map_err(|e| e.to_string())?
+        } else {
+            let (mut sender, _) = h1_connection(self).await?;
+            sender.ready().await.map_err(|e| e.to_string())?;
+            sender.send_request(self.request(false)).await.map_err(|e| e.to_string())?
+        };
+        let (parts, body) = answer.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(format!("{} {}", parts.status.as_u16(), String::from_utf8_lossy(&body).trim_end()))
+    }
+
     /// One connection and one request, so a run against a target that does not answer fails
     /// at once.
     pub async fn probe(&self) -> Result<(), String> {

@@ -12,7 +12,8 @@
 //! - `h2`: `--conns` h2 connections with `--streams` requests in flight on each.
 //!
 //! It prints one line, `TLSLOAD {json}`: requests, duration, errors, non-2xx answers,
-//! latency percentiles, and (new-conn) how many handshakes were resumed.
+//! latency percentiles, and (new-conn) how many handshakes were resumed. With `--check` it
+//! sends one request and prints `CHECK <status> <body>` instead.
 //!
 //! To try it by hand (the sidecar with `[tls]` on 127.0.0.1:8080, an HTTPS route to
 //! localhost:8443):
@@ -73,6 +74,9 @@ struct Args {
     /// new-conn: share one session store between connections, so they can resume.
     #[arg(long)]
     resume: bool,
+    /// Send one request and print `CHECK <status> <body>` instead of loading.
+    #[arg(long)]
+    check: bool,
     /// Runtime threads (1, like `wrk -t1`).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -104,6 +108,10 @@ fn main() -> std::process::ExitCode {
             }
         };
     match runtime.block_on(run(args, target)) {
+        Ok(line) if line.starts_with("CHECK ") => {
+            println!("{line}");
+            std::process::ExitCode::SUCCESS
+        }
         Ok(line) => {
             println!("TLSLOAD {line}");
             std::process::ExitCode::SUCCESS
@@ -117,6 +125,9 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: Args, target: String) -> Result<String, String> {
     let plan = Arc::new(client::Plan::new(&args, &target)?);
+    if args.check {
+        return plan.check().await.map(|answer| format!("CHECK {answer}"));
+    }
     // One connection first, so a target that does not answer fails the run at once.
     plan.probe().await?;
     let duration = Duration::from_secs_f64(args.duration);
