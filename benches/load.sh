@@ -17,7 +17,8 @@
 # HTTPS (benches/load_https.sh): HTTPS_CASES (default "https-keepalive https-newconn
 # https-resume h2"), HTTPS_CONNS (keep-alive connections, "1 16 256"), HTTPS_NEWCONN_CONNS
 # (workers opening a connection per request, "1 16"), HTTPS_H2_STREAMS (64), HTTPS_PEERS
-# ("direct sidecar nginx mitmproxy").
+# ("direct sidecar nginx mitmproxy"), NGINX_TLS13_SUITES (nginx's preferred TLS 1.3 suites,
+# by default the sidecar's own order; empty for OpenSSL's).
 #
 # Everything runs on 127.0.0.1: an nginx upstream answering a small static 200, and in front
 # of it, one at a time, in interleaved rounds whose order rotates:

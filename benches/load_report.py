@@ -64,6 +64,7 @@ def main(argv):
     lines = [json.loads(l) for l in open(runs_path) if l.strip()]
     runs = [l for l in lines if l["kind"] == "run"]
     mems = [l for l in lines if l["kind"] == "mem"]
+    suites = {(l["mode"], l["peer"]): l["suite"] for l in lines if l["kind"] == "suite"}
     med = statistics.median
 
     cases = {}
@@ -176,7 +177,9 @@ def main(argv):
                 "wrk_threads": int(wrk_threads),
                 "scrape_metrics": os.environ.get("SCRAPE_METRICS", "0") == "1"}
     with open(out_path, "w") as out:
-        json.dump({"machine": machine, "settings": settings, "summary": summary, "ratios": ratios}, out, indent=2)
+        json.dump({"machine": machine, "settings": settings, "summary": summary, "ratios": ratios,
+                   "tls13_suites": [{"mode": m, "peer": p, "suite": s} for (m, p), s in sorted(suites.items())]},
+                  out, indent=2)
 
     print()
     print(f"machine: {machine['nproc']} cores, {machine['cpu_model']}, kernel {machine['kernel']}, "
@@ -206,6 +209,10 @@ def main(argv):
                   f"{fmt(r['sidecar2w_over_nginx_rps'], '.2f')} | {fmt(r['sidecar_over_mitmproxy_rps'], '.1f')} | "
                   f"{fmt(r['sidecar_over_base_cpu'], '.2f')} | {fmt(r['sidecar_over_base_rps'], '.2f')} |")
     https = [r for r in ratios if r["mode"] in HTTPS_MODES]
+    if suites:
+        print()
+        print("TLS 1.3 suites negotiated with the load client: " + "; ".join(
+            f"{m} {p}: {s}" for (m, p), s in sorted(suites.items())))
     if https:
         print()
         print("| mode | conns | sidecar/nginx req/s | sidecar/nginx p99 | sidecar/nginx CPU/req | sidecar/mitmproxy req/s | "

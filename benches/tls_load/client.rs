@@ -110,20 +110,27 @@ impl Plan {
         connector.connect(self.server_name.clone(), stream).await.map_err(|e| format!("TLS: {e}"))
     }
 
-    /// One request on a new connection: its status and body, for the sanity check before a
-    /// run (what the upstream saw, when it echoes it).
+    /// One request on a new connection: the TLS 1.3 suite negotiated, then the answer's
+    /// status and body, for the sanity check before a run (what the upstream saw, when it
+    /// echoes it).
     pub async fn check(&self) -> Result<String, String> {
+        let tls = self.open().await?;
+        let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
         let answer = if self.tls.alpn_protocols == [b"h2".to_vec()] {
-            let mut sender = h2_connection(self).await?;
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(|e| format!("h2: {e}"))?;
+            tokio::spawn(conn);
             sender.send_request(self.request(true)).await.map_err(|e| e.to_string())?
         } else {
-            let (mut sender, _) = h1_connection(self).await?;
-            sender.ready().await.map_err(|e| e.to_string())?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| format!("HTTP/1.1: {e}"))?;
+            tokio::spawn(conn);
             sender.send_request(self.request(false)).await.map_err(|e| e.to_string())?
         };
         let (parts, body) = answer.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(format!("{} {}", parts.status.as_u16(), String::from_utf8_lossy(&body).trim_end()))
+        Ok(format!("{suite} {} {}", parts.status.as_u16(), String::from_utf8_lossy(&body).trim_end()))
     }
 
     /// One connection and one request, so a run against a target that does not answer fails

@@ -13,7 +13,7 @@
 //!
 //! It prints one line, `TLSLOAD {json}`: requests, duration, errors, non-2xx answers,
 //! latency percentiles, and (new-conn) how many handshakes were resumed. With `--check` it
-//! sends one request and prints `CHECK <status> <body>` instead.
+//! sends one request and prints `CHECK <TLS 1.3 suite> <status> <body>` instead.
 //!
 //! To try it by hand (the sidecar with `[tls]` on 127.0.0.1:8080, an HTTPS route to
 //! localhost:8443):
@@ -74,7 +74,7 @@ struct Args {
     /// new-conn: share one session store between connections, so they can resume.
     #[arg(long)]
     resume: bool,
-    /// Send one request and print `CHECK <status> <body>` instead of loading.
+    /// Send one request and print `CHECK <suite> <status> <body>` instead of loading.
     #[arg(long)]
     check: bool,
     /// Runtime threads (1, like `wrk -t1`).

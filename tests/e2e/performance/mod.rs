@@ -3,10 +3,11 @@
 //! - [`pool`]: the sidecar's own upstream connection pool (reuse after a response was read,
 //!   one shared h2 connection, the idle timeout, upstreams that close, abandoned bodies);
 //! - [`listener`]: the listen backlog that absorbs a burst of connecting clients;
-//! - [`resumption`]: TLS session resumption for clients of an intercepted tunnel.
+//! - [`interception_tls`]: the intercepting TLS server: session resumption for every client
+//!   that keeps its session, and the TLS 1.3 suite it prefers.
 //!
 //! No test here asserts a speed: `benches/` measures (see BENCHMARKS.md).
 
+mod interception_tls;
 mod listener;
 mod pool;
-mod resumption;

@@ -1,10 +1,14 @@
-//! TLS session resumption inside intercepted tunnels: a client that keeps its session (as
-//! browsers, curl within one run, Go and Java clients do) skips the certificate signature on
-//! its next connection, however many other clients the sidecar serves.
+//! The TLS server of intercepted tunnels. Session resumption: a client that keeps its session
+//! (as browsers, curl within one run, Go and Java clients do) skips the certificate
+//! signature on its next connection, however many other clients the sidecar serves. Suites:
+//! the sidecar picks AES-128-GCM with SHA-256 whatever order the client lists (the cheapest
+//! handshake and records; see `tls::leaf`).
 
 use std::sync::Arc;
 
 use rustls::HandshakeKind;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -72,4 +76,38 @@ async fn every_client_that_keeps_its_session_resumes_it() {
     // Each intercepted request was still served with the token.
     assert_eq!(world.upstream.count(), 2 * CLIENTS);
     assert!(world.upstream.requests().iter().all(|r| r.header("x-token").is_some_and(|t| t.starts_with("eyJ"))));
+}
+
+#[tokio::test]
+async fn the_sidecar_picks_aes_128_gcm_sha256_over_the_clients_first_choice() {
+    let world = world().await;
+    // rustls, like OpenSSL, lists AES-256-GCM-SHA384 first.
+    let client = client_config(&world.run.ca_pem(), &[b"http/1.1"]);
+    assert_eq!(
+        client.crypto_provider().cipher_suites.first().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)
+    );
+    let target = format!("localhost:{}", world.upstream.port());
+    let stream = open_tunnel(world.run.proxy(), &target).await.unwrap_or_else(|r| panic!("CONNECT: {}", r.head));
+    let tls = tls_with(stream, Arc::clone(&client), "localhost").await.expect("TLS inside the tunnel");
+    let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+    // A client that offers only AES-256 still gets it.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(world.run.ca_pem().as_bytes()) {
+        roots.add(cert.expect("PEM certificate")).expect("the sidecar's CA");
+    }
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384],
+        ..(**client.crypto_provider()).clone()
+    };
+    let only_256 = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let stream = open_tunnel(world.run.proxy(), &target).await.unwrap_or_else(|r| panic!("CONNECT: {}", r.head));
+    let tls = tls_with(stream, Arc::new(only_256), "localhost").await.expect("TLS with AES-256 only");
+    let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384));
 }
