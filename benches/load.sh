@@ -10,7 +10,7 @@
 # Knobs (environment): DURATION (seconds per wrk run, default 4), ROUNDS (default 5),
 # REFRESH_ROUNDS (default 9: p99 is noisier than throughput here),
 # CONNS (default "1 16 256"), REFRESH_CONNS (default "1 16"), WRK_THREADS (default 1),
-# PEERS (default "direct sidecar nginx sidecar-2w mitmproxy"), SKIP_MITM=1, SKIP_BUILD=1
+# PEERS (default "direct sidecar nginx floor sidecar-2w mitmproxy"), SKIP_MITM=1, SKIP_BUILD=1
 # (reuse target/release/token-sidecar), SCRAPE_METRICS=1 (GET the sidecars' /metrics every
 # second during a case, as Prometheus would; see "Memory" in BENCHMARKS.md for why it matters),
 # BASELINE_BIN (another sidecar build, run as the extra peer `sidecar-base`: name it in PEERS).
@@ -27,6 +27,8 @@
 #   sidecar-2w the same with worker_threads = 2 (extra row)
 #   nginx      wrk -> nginx (worker_processes 1, proxy_set_header Authorization, keepalive
 #              pool of 1024) -> upstream
+#   floor      wrk -> benches/floor_proxy (a bare hyper proxy setting the same header, one
+#              upstream connection per client connection: the least this stack costs) -> upstream
 #   mitmproxy  wrk -> mitmdump with an addon that sets Authorization -> upstream (if
 #              `pip install mitmproxy` works within 4 minutes)
 # and, for "p99 during back-to-back RSA-4096 refreshes", three sidecars bound to an RSA-4096
@@ -68,7 +70,7 @@ HTTPS_PEERS=${HTTPS_PEERS:-"direct sidecar nginx mitmproxy"}
 CONNS=${CONNS:-"1 16 256"}
 REFRESH_CONNS=${REFRESH_CONNS:-"1 16"}
 CACHE_CONNS=${CACHE_CONNS:-"1 16 256"}
-PEERS_WANTED=${PEERS:-"direct sidecar nginx sidecar-2w mitmproxy"}
+PEERS_WANTED=${PEERS:-"direct sidecar nginx floor sidecar-2w mitmproxy"}
 export SCRAPE_METRICS=${SCRAPE_METRICS:-0}
 WRK_THREADS=${WRK_THREADS:-1}
 SKIP_MITM=${SKIP_MITM:-0}
@@ -537,8 +539,34 @@ record_mem() { # $1 mode, $2 peer, $3 conns, $4 what (idle|peak|end_rss)
   printf '{"kind":"mem","mode":"%s","peer":"%s","conns":%d,"what":"%s","kib":%d}\n' "$1" "$name" "$3" "$4" "$v" >>"$RUNS"
 }
 
+# Builds benches/floor_proxy with the release profile (fat LTO, like the sidecar) once.
+FLOOR=""
+start_floor() {
+  local name=floor
+  if [ -z "$FLOOR" ]; then
+    log "building benches/floor_proxy (release profile)"
+    FLOOR=$(cargo bench --no-run --bench floor_proxy --profile release --message-format=json 2>"$LOGS/floor-build.log" |
+      python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor_proxy" and m.get("executable"):
+        print(m["executable"])')
+    [ -x "$FLOOR" ] || {
+      cat "$LOGS/floor-build.log" >&2
+      exit 1
+    }
+  fi
+  pick_port
+  PORT_OF[$name]=$PORT
+  start "$name" "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP" --authorization "Bearer $FIXED_TOKEN"
+  PID_OF[$name]=$STARTED_PID
+  wait_port "$PORT" "$STARTED_PID" "$name"
+}
+
 start_peer() {
   case $1 in
+  floor) start_floor ;;
   direct) ;;
   sidecar) start_sidecar sidecar 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   sidecar-2w) start_sidecar sidecar-2w 2 "$KEYS/demo-rsa.key.pem" 15m 3m ;;

@@ -134,6 +134,8 @@ def main(argv):
                 "sidecar2w_over_nginx_p99": ratio(mode, conns, "sidecar-2w", "nginx", p99),
                 "sidecar_over_mitmproxy_rps": ratio(mode, conns, "sidecar", "mitmproxy", rps),
                 "sidecar_over_base_cpu": ratio(mode, conns, "sidecar", "sidecar-base", cpu_us),
+                "floor_over_nginx_cpu": ratio(mode, conns, "floor", "nginx", cpu_us),
+                "sidecar_over_floor_cpu": ratio(mode, conns, "sidecar", "floor", cpu_us),
                 "sidecar_over_base_rps": ratio(mode, conns, "sidecar", "sidecar-base", rps),
             })
         elif mode == "cache":
@@ -200,14 +202,15 @@ def main(argv):
         print()
         print("| conns | sidecar/nginx req/s | sidecar/nginx p99 | sidecar/nginx CPU/req | sidecar/direct req/s | "
               "added p50 us (sidecar) | added p50 us (nginx) | 2 workers/nginx req/s | sidecar/mitmproxy req/s | "
-              "sidecar/base CPU/req | sidecar/base req/s |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "sidecar/base CPU/req | sidecar/base req/s | floor/nginx CPU/req | sidecar/floor CPU/req |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in plain:
             print(f"| {r['conns']} | {fmt(r['sidecar_over_nginx_rps'], '.2f')} | {fmt(r['sidecar_over_nginx_p99'], '.2f')} | "
                   f"{fmt(r['sidecar_over_nginx_cpu'], '.2f')} | {fmt(r['sidecar_over_direct_rps'], '.2f')} | "
                   f"{fmt(r['sidecar_added_p50_us'], '.0f')} | {fmt(r['nginx_added_p50_us'], '.0f')} | "
                   f"{fmt(r['sidecar2w_over_nginx_rps'], '.2f')} | {fmt(r['sidecar_over_mitmproxy_rps'], '.1f')} | "
-                  f"{fmt(r['sidecar_over_base_cpu'], '.2f')} | {fmt(r['sidecar_over_base_rps'], '.2f')} |")
+                  f"{fmt(r['sidecar_over_base_cpu'], '.2f')} | {fmt(r['sidecar_over_base_rps'], '.2f')} | "
+                  f"{fmt(r['floor_over_nginx_cpu'], '.2f')} | {fmt(r['sidecar_over_floor_cpu'], '.2f')} |")
     https = [r for r in ratios if r["mode"] in HTTPS_MODES]
     if suites:
         print()

@@ -5,7 +5,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// Headers that describe one hop (RFC 9110 section 7.6.1) and never go further. `Trailer`
 /// is not one: it names the trailer fields end to end, and HTTP/1.1 only sends the trailers
 /// it names.
-const HOP_BY_HOP: [HeaderName; 6] = [
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -121,7 +121,7 @@ mod tests {
     fn every_hop_by_hop_header_is_found_by_its_spelling() {
         assert_eq!(HOP_BY_HOP[CONNECTION_INDEX], header::CONNECTION);
         assert_eq!(HOP_BY_HOP[TE_INDEX], header::TE);
-        for name in &HOP_BY_HOP {
+        for name in HOP_BY_HOP.iter() {
             let mut h = HeaderMap::new();
             h.insert(name.clone(), "x".parse().unwrap());
             h.insert("x-kept", "1".parse().unwrap());
