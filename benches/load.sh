@@ -6,13 +6,20 @@
 #   MODE=refresh bash benches/load.sh    # only p99 during back-to-back RSA-4096 refreshes
 #   MODE=cache bash benches/load.sh      # only the function-result cache's hit path vs nginx proxy_cache
 #   MODE=shared-cache bash benches/load.sh # a hit from the fleet's Redis vs a local hit (issue 16)
+#   MODE=https bash benches/load.sh      # only HTTPS: interception vs nginx terminating TLS, mitmproxy
 #
 # Knobs (environment): DURATION (seconds per wrk run, default 4), ROUNDS (default 5),
 # REFRESH_ROUNDS (default 9: p99 is noisier than throughput here),
 # CONNS (default "1 16 256"), REFRESH_CONNS (default "1 16"), WRK_THREADS (default 1),
-# PEERS (default "direct sidecar nginx sidecar-2w mitmproxy"), SKIP_MITM=1, SKIP_BUILD=1
+# PEERS (default "direct sidecar nginx floor sidecar-2w mitmproxy"), SKIP_MITM=1, SKIP_BUILD=1
 # (reuse target/release/token-sidecar), SCRAPE_METRICS=1 (GET the sidecars' /metrics every
-# second during a case, as Prometheus would; see "Memory" in BENCHMARKS.md for why it matters).
+# second during a case, as Prometheus would; see "Memory" in BENCHMARKS.md for why it matters),
+# BASELINE_BIN (another sidecar build, run as the extra peer `sidecar-base`: name it in PEERS).
+# HTTPS (benches/load_https.sh): HTTPS_CASES (default "https-keepalive https-newconn
+# https-resume h2"), HTTPS_CONNS (keep-alive connections, "1 16 256"), HTTPS_NEWCONN_CONNS
+# (workers opening a connection per request, "1 16"), HTTPS_H2_STREAMS (64), HTTPS_PEERS
+# ("direct sidecar nginx mitmproxy"), NGINX_TLS13_SUITES (nginx's preferred TLS 1.3 suites,
+# by default the sidecar's own order; empty for OpenSSL's).
 #
 # Everything runs on 127.0.0.1: an nginx upstream answering a small static 200, and in front
 # of it, one at a time, in interleaved rounds whose order rotates:
@@ -21,6 +28,8 @@
 #   sidecar-2w the same with worker_threads = 2 (extra row)
 #   nginx      wrk -> nginx (worker_processes 1, proxy_set_header Authorization, keepalive
 #              pool of 1024) -> upstream
+#   floor      wrk -> benches/floor_proxy (a bare hyper proxy setting the same header, one
+#              upstream connection per client connection: the least this stack costs) -> upstream
 #   mitmproxy  wrk -> mitmdump with an addon that sets Authorization -> upstream (if
 #              `pip install mitmproxy` works within 4 minutes)
 # and, for "p99 during back-to-back RSA-4096 refreshes", three sidecars bound to an RSA-4096
@@ -64,11 +73,16 @@ MODE=${MODE:-all}
 DURATION=${DURATION:-4}
 ROUNDS=${ROUNDS:-5}
 REFRESH_ROUNDS=${REFRESH_ROUNDS:-9}
+HTTPS_CASES=${HTTPS_CASES:-"https-keepalive https-newconn https-resume h2"}
+HTTPS_CONNS=${HTTPS_CONNS:-"1 16 256"}
+HTTPS_NEWCONN_CONNS=${HTTPS_NEWCONN_CONNS:-"1 16"}
+HTTPS_H2_STREAMS=${HTTPS_H2_STREAMS:-64}
+HTTPS_PEERS=${HTTPS_PEERS:-"direct sidecar nginx mitmproxy"}
 CONNS=${CONNS:-"1 16 256"}
 REFRESH_CONNS=${REFRESH_CONNS:-"1 16"}
 CACHE_CONNS=${CACHE_CONNS:-"1 16 256"}
 SHARED_KEYS=${SHARED_KEYS:-1000}
-PEERS_WANTED=${PEERS:-"direct sidecar nginx sidecar-2w mitmproxy"}
+PEERS_WANTED=${PEERS:-"direct sidecar nginx floor sidecar-2w mitmproxy"}
 export SCRAPE_METRICS=${SCRAPE_METRICS:-0}
 WRK_THREADS=${WRK_THREADS:-1}
 SKIP_MITM=${SKIP_MITM:-0}
@@ -85,8 +99,8 @@ CLK_TCK=$(getconf CLK_TCK)
 mkdir -p "$OUT_DIR" "$CONF" "$LOGS"
 : >"$RUNS"
 
-case $MODE in all | throughput | refresh | cache | shared-cache) ;; *)
-  echo "MODE must be all, throughput, refresh, cache or shared-cache" >&2
+case $MODE in all | throughput | refresh | cache | shared-cache | https) ;; *)
+  echo "MODE must be all, throughput, refresh, cache, shared-cache or https" >&2
   exit 2
   ;;
 esac
@@ -160,6 +174,7 @@ command -v python3 >/dev/null || need+=(python3 python3-venv)
 if [ "$MODE" = all ] || [ "$MODE" = shared-cache ]; then
   command -v redis-server >/dev/null || need+=(redis-server)
 fi
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -175,7 +190,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 MITM=""
 MITM_NOTE=""
-if [ "$MODE" = all ] || [ "$MODE" = throughput ]; then
+if [ "$MODE" = all ] || [ "$MODE" = throughput ] || [ "$MODE" = https ]; then
   if [ "$SKIP_MITM" = 1 ]; then
     MITM_NOTE="skipped (SKIP_MITM=1)"
   else
@@ -347,7 +362,10 @@ wrk_rotating_script "$WORK/shared-cache-proxy.lua" "http://127.0.0.1:$UP/lookup?
 wrk_rotating_script "$WORK/shared-cache-direct.lua" "/lookup?id="
 
 # ---------------------------------------------------------------- peers
-declare -A PORT_OF PID_OF SCRAPER_OF ADMIN_OF
+declare -A PORT_OF PORT2_OF PID_OF SCRAPER_OF BIN_OF CA_OF ADMIN_OF
+# BASELINE_BIN: another build of the sidecar, run as peer `sidecar-base` (to measure what a
+# change bought, in the same run).
+[ -n "${BASELINE_BIN:-}" ] && BIN_OF[sidecar-base]=$BASELINE_BIN
 
 pids_of() { # the process and its children (nginx workers)
   local pid=$1
@@ -381,7 +399,7 @@ start_sidecar() { # $1 name, $2 worker threads, $3 key, $4 ttl, $5 refresh_befor
   admin=$PORT
   ADMIN_OF[$name]=$admin
   sidecar_config "$CONF/$name.toml" "${PORT_OF[$name]}" "$admin" "$2" "$3" "$4" "$5" "${6:-}"
-  start "$name" "$SIDECAR" --config "$CONF/$name.toml" --log info run
+  start "$name" "${BIN_OF[$name]:-$SIDECAR}" --config "$CONF/$name.toml" --log info run
   PID_OF[$name]=$STARTED_PID
   wait_port "${PORT_OF[$name]}" "$STARTED_PID" "$name"
   if [ "$SCRAPE_METRICS" = 1 ]; then
@@ -440,7 +458,7 @@ EOF
   wait_port "${PORT_OF[$name]}" "$STARTED_PID" "$name"
 }
 
-start_mitm() {
+start_mitm() { # extra arguments go to mitmdump
   local name=mitmproxy
   pick_port
   PORT_OF[$name]=$PORT
@@ -454,7 +472,7 @@ addons = [SetAuthorization()]
 EOF
   start "$name" "$MITM" --mode regular --listen-host 127.0.0.1 --listen-port "${PORT_OF[$name]}" \
     -s "$WORK/mitm_addon.py" --set flow_detail=0 --set termlog_verbosity=error \
-    --set confdir="$WORK/mitm-conf"
+    --set confdir="$WORK/mitm-conf" "$@"
   PID_OF[$name]=$STARTED_PID
   wait_port "${PORT_OF[$name]}" "$STARTED_PID" "$name"
 }
@@ -549,14 +567,20 @@ run_wrk() {
   [ "$round" -ge 0 ] || return 0
   printf '{"kind":"run","mode":"%s","peer":"%s","conns":%d,"round":%d,"cpu_ticks":%d,"clk_tck":%d,"refreshes":%d,"wrk":%s}\n' \
     "$mode" "$name" "$conns" "$round" "$((after - before))" "$CLK_TCK" "$refreshes" "$json" >>"$RUNS"
-  python3 - "$json" "$name" "$conns" "$round" "$((after - before))" "$CLK_TCK" <<'EOF' >&2
+  report_round "$json" "$name" "$conns" "$round" "$((after - before))"
+}
+
+# Prints one round's figures. $1 the load client's JSON, $2 peer, $3 conns, $4 round, $5 CPU ticks.
+report_round() {
+  python3 - "$1" "$2" "$3" "$4" "$5" "$CLK_TCK" <<'EOF' >&2
 import json, sys
 w = json.loads(sys.argv[1]); name, conns, rnd, ticks, tck = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 rps = w["requests"] / (w["duration_us"] / 1e6)
 cpu = ticks / tck * 1e6 / max(w["requests"], 1)
 bad = w["socket_errors"] + w["non2xx"]
+resumed = f"  resumed {w['resumed']}/{w['handshakes']}" if w.get("handshakes") else ""
 print(f"    round {rnd} {name:<12} c={conns:<4} {rps:>9.0f} req/s  p50 {w['p50_us']:>8.0f} us  p99 {w['p99_us']:>8.0f} us"
-      f"  cpu {cpu:>6.1f} us/req" + (f"  ERRORS {bad}" if bad else ""))
+      f"  cpu {cpu:>6.1f} us/req" + resumed + (f"  ERRORS {bad}" if bad else ""))
 EOF
 }
 
@@ -580,11 +604,38 @@ record_shared_hits() { # $1 mode, $2 conns
     "$1" "$2" "$hits" "$shared" >>"$RUNS"
 }
 
+# Builds benches/floor_proxy with the release profile (fat LTO, like the sidecar) once.
+FLOOR=""
+start_floor() {
+  local name=floor
+  if [ -z "$FLOOR" ]; then
+    log "building benches/floor_proxy (release profile)"
+    FLOOR=$(cargo bench --no-run --bench floor_proxy --profile release --message-format=json 2>"$LOGS/floor-build.log" |
+      python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor_proxy" and m.get("executable"):
+        print(m["executable"])')
+    [ -x "$FLOOR" ] || {
+      cat "$LOGS/floor-build.log" >&2
+      exit 1
+    }
+  fi
+  pick_port
+  PORT_OF[$name]=$PORT
+  start "$name" "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP" --authorization "Bearer $FIXED_TOKEN"
+  PID_OF[$name]=$STARTED_PID
+  wait_port "$PORT" "$STARTED_PID" "$name"
+}
+
 start_peer() {
   case $1 in
+  floor) start_floor ;;
   direct) ;;
   sidecar) start_sidecar sidecar 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   sidecar-2w) start_sidecar sidecar-2w 2 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
+  sidecar-base) start_sidecar sidecar-base 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   nginx) start_nginx_proxy nginx ;;
   nginx-cache) start_nginx_proxy nginx-cache ;;
   sidecar-cache) start_sidecar sidecar-cache 1 "$KEYS/demo-rsa.key.pem" 15m 3m $'[routes.cache]\nttl = "10m"' ;;
@@ -601,29 +652,40 @@ start_peer() {
   esac
 }
 
+# One load run against a peer: $1 1 for the HTTPS load client, 0 for wrk; the rest as run_wrk.
+load_once() {
+  local https=$1
+  shift
+  if [ "$https" = 1 ]; then run_tls "$@"; else run_wrk "$@"; fi
+}
+
 # One case: fresh peers, idle RSS, a warm-up, then ROUNDS interleaved rounds with rotated
 # order, then peak RSS, then the peers are stopped.
 run_case() {
   local mode=$1 conns=$2 rounds=$ROUNDS
   [ "$mode" = refresh ] && rounds=$REFRESH_ROUNDS
   shift 2
-  local peers=("$@") n=$# r i name
+  local peers=("$@") n=$# r i name https=0
+  case $mode in https-* | h2) https=1 ;; esac
   log "$mode: $conns connection(s): ${peers[*]}"
-  for name in "${peers[@]}"; do start_peer "$name"; done
+  for name in "${peers[@]}"; do
+    if [ $https = 1 ]; then start_https_peer "$name"; else start_peer "$name"; fi
+  done
   sleep 1
   for name in "${peers[@]}"; do
+    if [ $https = 1 ]; then sanity_https "$mode" "$name"; fi
     [ "$name" = direct ] && continue
     record_mem "$mode" "$name" "$conns" idle
-    sanity_check "$name"
+    if [ $https = 0 ]; then sanity_check "$name"; fi
   done
   # Warm-up (long enough for the shared cache's first pass over its keys to store them all).
   local warm=1
   [ "$mode" = shared-cache ] && warm=3
-  for name in "${peers[@]}"; do run_wrk "$mode" "$name" "$conns" -1 "$warm"; done
+  for name in "${peers[@]}"; do load_once "$https" "$mode" "$name" "$conns" -1 "$warm"; done
   for r in $(seq 0 $((rounds - 1))); do
     for i in $(seq 0 $((n - 1))); do
       name=${peers[$(((i + r) % n))]}
-      run_wrk "$mode" "$name" "$conns" "$r" "$DURATION"
+      load_once "$https" "$mode" "$name" "$conns" "$r" "$DURATION"
     done
   done
   if [[ " ${peers[*]} " == *" sidecar-shared "* ]]; then record_shared_hits "$mode" "$conns"; fi
@@ -641,6 +703,18 @@ run_case() {
 }
 
 # ---------------------------------------------------------------- run
+# shellcheck source=benches/load_https.sh
+source benches/load_https.sh
+if [ "$MODE" = all ] || [ "$MODE" = https ]; then
+  build_tls_load
+  make_certs
+  start_tls_upstreams
+  HTTPS_PEER_LIST=()
+  for p in $HTTPS_PEERS; do
+    [ "$p" = mitmproxy ] && [ -z "$MITM" ] && continue
+    HTTPS_PEER_LIST+=("$p")
+  done
+fi
 if [ "$MODE" = all ] || [ "$MODE" = throughput ]; then
   PEERS=()
   for p in $PEERS_WANTED; do
@@ -669,203 +743,29 @@ if [ "$MODE" = all ] || [ "$MODE" = refresh ]; then
   for c in $REFRESH_CONNS; do run_case refresh "$c" sidecar-4096 sidecar-4096-refresh sidecar-4096-control; done
 fi
 
+if [ "$MODE" = all ] || [ "$MODE" = https ]; then
+  for case_name in $HTTPS_CASES; do
+    case $case_name in
+    https-keepalive) for c in $HTTPS_CONNS; do run_case "$case_name" "$c" "${HTTPS_PEER_LIST[@]}"; done ;;
+    https-newconn | https-resume)
+      for c in $HTTPS_NEWCONN_CONNS; do run_case "$case_name" "$c" "${HTTPS_PEER_LIST[@]}"; done
+      ;;
+    h2)
+      # mitmproxy is left out of the h2 case (it is there for scale, on HTTP/1.1).
+      h2_peers=()
+      for p in "${HTTPS_PEER_LIST[@]}"; do [ "$p" = mitmproxy ] || h2_peers+=("$p"); done
+      run_case h2 1 "${h2_peers[@]}"
+      ;;
+    *)
+      echo "unknown HTTPS case $case_name" >&2
+      exit 2
+      ;;
+    esac
+  done
+fi
+
 # ---------------------------------------------------------------- report
 RESULT=$OUT_DIR/results-$STAMP.json
 export REFRESH_ROUNDS
-python3 - "$RUNS" "$RESULT" "$MITM_NOTE" "$DURATION" "$ROUNDS" "$WRK_THREADS" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF'
-import json, os, platform, statistics, subprocess, sys, time
-
-runs_path, out_path, mitm_note, duration, rounds, wrk_threads, rev = sys.argv[1:8]
-lines = [json.loads(l) for l in open(runs_path) if l.strip()]
-runs = [l for l in lines if l["kind"] == "run"]
-mems = [l for l in lines if l["kind"] == "mem"]
-hits = {(l["mode"], l["conns"]): l for l in lines if l["kind"] == "hits"}
-
-def cpu_model():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-def tool_version(cmd):
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        return (p.stdout + p.stderr).strip().splitlines()[0]
-    except Exception:
-        return "unknown"
-
-def rps(r):
-    return r["wrk"]["requests"] / (r["wrk"]["duration_us"] / 1e6)
-
-def cpu_us(r):
-    return r["cpu_ticks"] / r["clk_tck"] * 1e6 / max(r["wrk"]["requests"], 1)
-
-med = statistics.median
-cases = {}
-for r in runs:
-    cases.setdefault((r["mode"], r["conns"]), {}).setdefault(r["peer"], {})[r["round"]] = r
-
-summary = []
-for (mode, conns), peers in sorted(cases.items()):
-    for peer, by_round in peers.items():
-        rs = list(by_round.values())
-        mem = {m["what"]: m["kib"] for m in mems if (m["mode"], m["conns"], m["peer"]) == (mode, conns, peer)}
-        summary.append({
-            "mode": mode, "conns": conns, "peer": peer, "rounds": len(rs),
-            "rps": med(rps(r) for r in rs),
-            "p50_us": med(r["wrk"]["p50_us"] for r in rs),
-            "p99_us": med(r["wrk"]["p99_us"] for r in rs),
-            "p999_us": med(r["wrk"]["p999_us"] for r in rs),
-            "cpu_us_per_req": None if peer == "direct" else med(cpu_us(r) for r in rs),
-            "errors": sum(r["wrk"]["socket_errors"] + r["wrk"]["non2xx"] for r in rs),
-            "refreshes_per_run": med(r["refreshes"] for r in rs),
-            "idle_rss_mib": mem["idle"] / 1024 if "idle" in mem else None,
-            "peak_rss_mib": mem["peak"] / 1024 if "peak" in mem else None,
-            "end_rss_mib": mem["end_rss"] / 1024 if "end_rss" in mem else None,
-            "per_round": [{"round": k, "rps": rps(v), "p50_us": v["wrk"]["p50_us"], "p99_us": v["wrk"]["p99_us"],
-                           "p999_us": v["wrk"]["p999_us"], "cpu_us_per_req": cpu_us(v), "refreshes": v["refreshes"]} for k, v in sorted(by_round.items())],
-        })
-
-def ratio(mode, conns, a, b, key):
-    """Median over rounds of a/b, each round's pair measured back to back."""
-    peers = cases.get((mode, conns), {})
-    if a not in peers or b not in peers:
-        return None
-    vals = []
-    for rnd, ra in peers[a].items():
-        rb = peers[b].get(rnd)
-        if rb is None:
-            continue
-        va, vb = key(ra), key(rb)
-        if vb:
-            vals.append(va / vb)
-    return med(vals) if vals else None
-
-def diff(mode, conns, a, b, key):
-    peers = cases.get((mode, conns), {})
-    if a not in peers or b not in peers:
-        return None
-    vals = [key(ra) - key(peers[b][k]) for k, ra in peers[a].items() if k in peers[b]]
-    return med(vals) if vals else None
-
-p50 = lambda r: r["wrk"]["p50_us"]
-p99 = lambda r: r["wrk"]["p99_us"]
-p999 = lambda r: r["wrk"]["p999_us"]
-ratios = []
-for (mode, conns) in sorted(cases):
-    if mode == "throughput":
-        ratios.append({
-            "mode": mode, "conns": conns,
-            "sidecar_over_nginx_rps": ratio(mode, conns, "sidecar", "nginx", rps),
-            "sidecar_over_nginx_p99": ratio(mode, conns, "sidecar", "nginx", p99),
-            "sidecar_over_nginx_cpu": ratio(mode, conns, "sidecar", "nginx", cpu_us),
-            "sidecar_over_direct_rps": ratio(mode, conns, "sidecar", "direct", rps),
-            "sidecar_over_direct_p50": ratio(mode, conns, "sidecar", "direct", p50),
-            "sidecar_added_p50_us": diff(mode, conns, "sidecar", "direct", p50),
-            "nginx_added_p50_us": diff(mode, conns, "nginx", "direct", p50),
-            "sidecar2w_over_nginx_rps": ratio(mode, conns, "sidecar-2w", "nginx", rps),
-            "sidecar2w_over_nginx_p99": ratio(mode, conns, "sidecar-2w", "nginx", p99),
-            "sidecar_over_mitmproxy_rps": ratio(mode, conns, "sidecar", "mitmproxy", rps),
-        })
-    elif mode == "cache":
-        ratios.append({
-            "mode": mode, "conns": conns,
-            "cache_over_nginx_cache_rps": ratio(mode, conns, "sidecar-cache", "nginx-cache", rps),
-            "cache_over_nginx_cache_p99": ratio(mode, conns, "sidecar-cache", "nginx-cache", p99),
-            "cache_over_nginx_cache_cpu": ratio(mode, conns, "sidecar-cache", "nginx-cache", cpu_us),
-            "cache_over_uncached_rps": ratio(mode, conns, "sidecar-cache", "sidecar", rps),
-            "cache_over_uncached_cpu": ratio(mode, conns, "sidecar-cache", "sidecar", cpu_us),
-            "cache_added_p50_us": diff(mode, conns, "sidecar-cache", "direct", p50),
-            "nginx_cache_added_p50_us": diff(mode, conns, "nginx-cache", "direct", p50),
-        })
-    elif mode == "shared-cache":
-        h = hits.get((mode, conns), {})
-        ratios.append({
-            "mode": mode, "conns": conns,
-            "redis_share_of_hits": h["from_redis"] / h["hits"] if h.get("hits") else None,
-            "l2_over_l1_rps": ratio(mode, conns, "sidecar-shared", "sidecar-cache", rps),
-            "l2_over_l1_cpu": ratio(mode, conns, "sidecar-shared", "sidecar-cache", cpu_us),
-            "l2_over_uncached_rps": ratio(mode, conns, "sidecar-shared", "sidecar", rps),
-            "l2_over_uncached_cpu": ratio(mode, conns, "sidecar-shared", "sidecar", cpu_us),
-            "l2_over_nginx_cache_rps": ratio(mode, conns, "sidecar-shared", "nginx-cache", rps),
-            "l1_over_nginx_cache_rps": ratio(mode, conns, "sidecar-cache", "nginx-cache", rps),
-            "l2_added_p50_us": diff(mode, conns, "sidecar-shared", "direct", p50),
-            "l1_added_p50_us": diff(mode, conns, "sidecar-cache", "direct", p50),
-            "uncached_added_p50_us": diff(mode, conns, "sidecar", "direct", p50),
-        })
-    else:
-        ratios.append({
-            "mode": mode, "conns": conns,
-            "refresh_over_static_p99": ratio(mode, conns, "sidecar-4096-refresh", "sidecar-4096", p99),
-            "refresh_over_static_p50": ratio(mode, conns, "sidecar-4096-refresh", "sidecar-4096", p50),
-            "refresh_over_static_rps": ratio(mode, conns, "sidecar-4096-refresh", "sidecar-4096", rps),
-            "control_over_static_p99": ratio(mode, conns, "sidecar-4096-control", "sidecar-4096", p99),
-            "refresh_over_static_p999": ratio(mode, conns, "sidecar-4096-refresh", "sidecar-4096", p999),
-            "control_over_static_p999": ratio(mode, conns, "sidecar-4096-control", "sidecar-4096", p999),
-        })
-
-machine = {
-    "nproc": os.cpu_count(), "cpu_model": cpu_model(), "kernel": platform.release(),
-    "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_rev": rev,
-    "wrk": tool_version(["wrk", "--version"]), "nginx": tool_version(["nginx", "-v"]), "mitmproxy": mitm_note,
-}
-settings = {"duration_s": int(duration), "rounds": int(rounds), "refresh_rounds": int(os.environ["REFRESH_ROUNDS"]),
-            "wrk_threads": int(wrk_threads),
-            "scrape_metrics": os.environ.get("SCRAPE_METRICS", "0") == "1"}
-json.dump({"machine": machine, "settings": settings, "summary": summary, "ratios": ratios}, open(out_path, "w"), indent=2)
-
-def f(v, fmt):
-    return "-" if v is None else format(v, fmt)
-
-print()
-print(f"machine: {machine['nproc']} cores, {machine['cpu_model']}, kernel {machine['kernel']}, {machine['date_utc']}, rev {rev}")
-print(f"{rounds} interleaved rounds of {duration} s per case, wrk -t{wrk_threads}; medians. mitmproxy: {mitm_note or 'not run'}"
-      + ("; sidecars' /metrics scraped every second" if settings["scrape_metrics"] else ""))
-print()
-print(f"| mode | conns | peer | req/s | p50 us | p99 us | p99.9 us | CPU us/req | idle RSS MiB | peak RSS MiB | errors |")
-print(f"|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for s in summary:
-    print(f"| {s['mode']} | {s['conns']} | {s['peer']} | {s['rps']:.0f} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | {s['p999_us']:.0f} | "
-          f"{f(s['cpu_us_per_req'], '.1f')} | {f(s['idle_rss_mib'], '.1f')} | {f(s['peak_rss_mib'], '.1f')} | {s['errors']} |")
-if any(r["mode"] == "throughput" for r in ratios):
-  print()
-  print("| conns | sidecar/nginx req/s | sidecar/nginx p99 | sidecar/nginx CPU/req | sidecar/direct req/s | sidecar/direct p50 | added p50 us (sidecar) | added p50 us (nginx) | 2 workers/nginx req/s | 2 workers/nginx p99 | sidecar/mitmproxy req/s |")
-  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for r in ratios:
-    if r["mode"] == "throughput":
-        print(f"| {r['conns']} | {f(r['sidecar_over_nginx_rps'], '.2f')} | {f(r['sidecar_over_nginx_p99'], '.2f')} | "
-              f"{f(r['sidecar_over_nginx_cpu'], '.2f')} | {f(r['sidecar_over_direct_rps'], '.2f')} | "
-              f"{f(r['sidecar_over_direct_p50'], '.2f')} | {f(r['sidecar_added_p50_us'], '.0f')} | "
-              f"{f(r['nginx_added_p50_us'], '.0f')} | {f(r['sidecar2w_over_nginx_rps'], '.2f')} | "
-              f"{f(r['sidecar2w_over_nginx_p99'], '.2f')} | {f(r['sidecar_over_mitmproxy_rps'], '.1f')} |")
-cache = [r for r in ratios if r["mode"] == "cache"]
-if cache:
-    print()
-    print("| conns | cache hit/nginx proxy_cache req/s | p99 | CPU/req | cache hit/uncached sidecar req/s | CPU/req | added p50 us (sidecar hit) | added p50 us (nginx HIT) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in cache:
-        print(f"| {r['conns']} | {f(r['cache_over_nginx_cache_rps'], '.2f')} | {f(r['cache_over_nginx_cache_p99'], '.2f')} | "
-              f"{f(r['cache_over_nginx_cache_cpu'], '.2f')} | {f(r['cache_over_uncached_rps'], '.2f')} | "
-              f"{f(r['cache_over_uncached_cpu'], '.2f')} | {f(r['cache_added_p50_us'], '.0f')} | {f(r['nginx_cache_added_p50_us'], '.0f')} |")
-shared = [r for r in ratios if r["mode"] == "shared-cache"]
-if shared:
-    print()
-    print("| conns | hits from Redis | Redis hit/local hit req/s | CPU/req | Redis hit/uncached req/s | CPU/req | Redis hit/nginx proxy_cache req/s | local hit/nginx proxy_cache req/s | added p50 us (Redis hit) | (local hit) | (uncached) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in shared:
-        print(f"| {r['conns']} | {f(r['redis_share_of_hits'], '.1%')} | {f(r['l2_over_l1_rps'], '.2f')} | {f(r['l2_over_l1_cpu'], '.2f')} | "
-              f"{f(r['l2_over_uncached_rps'], '.2f')} | {f(r['l2_over_uncached_cpu'], '.2f')} | "
-              f"{f(r['l2_over_nginx_cache_rps'], '.2f')} | {f(r['l1_over_nginx_cache_rps'], '.2f')} | "
-              f"{f(r['l2_added_p50_us'], '.0f')} | {f(r['l1_added_p50_us'], '.0f')} | {f(r['uncached_added_p50_us'], '.0f')} |")
-refresh = [r for r in ratios if r["mode"] == "refresh"]
-if refresh:
-    print()
-    print("| conns | refresh/static p99 | A/A control/static p99 | refresh/static p99.9 | control/static p99.9 | refresh/static p50 | refresh/static req/s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for r in refresh:
-        print(f"| {r['conns']} | {f(r['refresh_over_static_p99'], '.2f')} | {f(r['control_over_static_p99'], '.2f')} | "
-              f"{f(r['refresh_over_static_p999'], '.2f')} | {f(r['control_over_static_p999'], '.2f')} | "
-              f"{f(r['refresh_over_static_p50'], '.2f')} | {f(r['refresh_over_static_rps'], '.2f')} |")
-print()
-print(f"results: {out_path}")
-EOF
+python3 benches/load_report.py "$RUNS" "$RESULT" "$MITM_NOTE" "$DURATION" "$ROUNDS" "$WRK_THREADS" \
+  "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"

@@ -335,7 +335,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn unreachable(e: &hyper_util::client::legacy::Error) -> MintError {
+fn unreachable(e: &crate::proxy::client::ClientError) -> MintError {
     MintError::Exchange(format!("token endpoint unreachable: {}", error_chain(e)))
 }
 

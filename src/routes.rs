@@ -17,8 +17,8 @@
 //!   host, longest first, so the first bucket that yields a match is already
 //!   the most specific wildcard;
 //! * inside a bucket routes are sorted most-specific first, so the first match
-//!   wins; buckets holding many routes additionally index them by path prefix
-//!   and probe only the prefixes the request path could match.
+//!   wins; buckets holding many routes additionally index them in a trie over
+//!   path segments, walked once along the request path.
 //!
 //! Lookups never allocate unless the request host is both longer than 256
 //! bytes and contains uppercase letters, so the cost does not grow with the
@@ -34,6 +34,9 @@ use std::str::FromStr;
 
 use http::Method;
 
+mod prefix_trie;
+use prefix_trie::PrefixTrie;
+
 /// Route tables are built once from the config and only looked up afterwards, so a fast
 /// non-keyed hash is safe here: requests cannot add keys to collide with.
 type HashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
@@ -44,8 +47,8 @@ const MAX_HOST_LEN: usize = 253;
 const MAX_LABEL_LEN: usize = 63;
 /// Request hosts up to this length are lowercased in a stack buffer.
 const HOST_BUF_LEN: usize = 256;
-/// Buckets with more routes than this also get a path-prefix hash index, so a
-/// host with thousands of prefixes is not scanned linearly.
+/// Buckets with more routes than this also get a path-prefix trie, so a host
+/// with thousands of prefixes is not scanned linearly.
 const PREFIX_INDEX_THRESHOLD: usize = 8;
 
 /// The scheme a request uses, as seen by the proxy.
@@ -320,50 +323,14 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
         && (prefix.ends_with('/') || matches!(path.as_bytes().get(prefix.len()), None | Some(b'/' | b'?' | b'#')))
 }
 
-/// Calls `visit` on every prefix that could match `path`, longest first,
-/// stopping at the first `Some`. Route prefixes start with `/` and contain no
-/// `?`/`#`, so only the part before any query can be matched, and only at the
-/// end of that part, just before a `/`, or just after a `/`.
-fn visit_candidate_prefixes<R>(path: &str, mut visit: impl FnMut(&str) -> Option<R>) -> Option<R> {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
-    let Some(base) = path.get(..end) else {
-        return visit("/");
-    };
-    if !base.starts_with('/') {
-        // Only "/" matches paths that do not start with '/' (e.g. "*").
-        return visit("/");
-    }
-    if let found @ Some(_) = visit(base) {
-        return found;
-    }
-    let mut last = base.len();
-    for (slash, _) in base.rmatch_indices('/') {
-        for len in [slash + 1, slash] {
-            if len == 0 || len >= last {
-                continue;
-            }
-            last = len;
-            if let Some(candidate) = base.get(..len) {
-                if let found @ Some(_) = visit(candidate) {
-                    return found;
-                }
-            }
-        }
-    }
-    None
-}
-
 /// All routes for one `(scheme, port, host)` or `(scheme, port, suffix)`.
 #[derive(Debug, Clone)]
 struct Bucket {
     /// Most specific first: longer prefix, then (grouping equal prefixes
     /// together) method list before none, then earlier route.
     entries: Box<[Entry]>,
-    /// For large buckets: prefix -> range of `entries` with that prefix.
-    by_prefix: Option<HashMap<Box<str>, (usize, usize)>>,
-    /// For large buckets: which prefix lengths exist, so candidate prefixes of other lengths
-    /// are skipped without a hash lookup.
-    prefix_lengths: Box<[bool]>,
+    /// For large buckets: the prefixes as a trie over path segments.
+    trie: Option<PrefixTrie>,
 }
 
 impl Bucket {
@@ -378,35 +345,25 @@ impl Bucket {
                 .then_with(|| (!b.methods.is_empty()).cmp(&!a.methods.is_empty()))
                 .then_with(|| a.route.cmp(&b.route))
         });
-        let by_prefix = (entries.len() > index_threshold).then(|| {
-            let mut map = HashMap::default();
+        let trie = (entries.len() > index_threshold).then(|| {
             let mut start = 0;
-            for group in entries.chunk_by(|a, b| a.prefix == b.prefix) {
-                if let Some(first) = group.first() {
-                    map.insert(first.prefix.clone(), (start, start + group.len()));
-                }
-                start += group.len();
-            }
-            map
+            let groups = entries.chunk_by(|a, b| a.prefix == b.prefix).map(|group| {
+                let range = start..start + group.len();
+                start = range.end;
+                (&*group[0].prefix, range)
+            });
+            PrefixTrie::new(groups)
         });
-        let mut prefix_lengths = vec![false; entries.iter().map(|e| e.prefix.len() + 1).max().unwrap_or(0)];
-        for e in &entries {
-            prefix_lengths[e.prefix.len()] = true;
-        }
-        Bucket { entries: entries.into_boxed_slice(), by_prefix, prefix_lengths: prefix_lengths.into_boxed_slice() }
+        Bucket { entries: entries.into_boxed_slice(), trie }
     }
 
     /// The most specific route in this bucket matching `path` and `method`.
     fn find(&self, path: &str, method: &Method) -> Option<usize> {
-        match &self.by_prefix {
+        match &self.trie {
             None => self.entries.iter().find(|e| prefix_matches(&e.prefix, path) && e.allows(method)).map(|e| e.route),
-            Some(index) => visit_candidate_prefixes(path, |candidate| {
-                if !self.prefix_lengths.get(candidate.len()).copied().unwrap_or(false) {
-                    return None;
-                }
-                let &(start, end) = index.get(candidate)?;
-                self.entries.get(start..end)?.iter().find(|e| e.allows(method)).map(|e| e.route)
-            }),
+            Some(trie) => {
+                trie.find(path, |range| self.entries.get(range)?.iter().find(|e| e.allows(method)).map(|e| e.route))
+            }
         }
     }
 }
@@ -1010,7 +967,7 @@ mod tests {
         specs.push(spec(Scheme::Https, "api.test", "/r7", &[Method::POST], 1002));
         let t = table(specs);
         let bucket = &t.endpoints[&(Scheme::Https, 443)].exact[&b"api.test"[..]];
-        assert!(bucket.by_prefix.is_some());
+        assert!(bucket.trie.is_some());
         assert_eq!(get(&t, "api.test", "/r42"), Some(42));
         assert_eq!(get(&t, "api.test", "/r42/x/y?z=1"), Some(42));
         assert_eq!(get(&t, "api.test", "/r420"), Some(1000));
@@ -1031,20 +988,36 @@ mod tests {
     }
 
     #[test]
-    fn candidate_prefixes_are_longest_first_and_complete() {
-        let collect = |path: &str| {
-            let mut out = Vec::new();
-            visit_candidate_prefixes::<()>(path, |c| {
-                out.push(c.to_owned());
-                None
-            });
-            out
-        };
-        assert_eq!(collect("/a/bc/d?x=/y"), ["/a/bc/d", "/a/bc/", "/a/bc", "/a/", "/a", "/"]);
-        assert_eq!(collect("/a//b/"), ["/a//b/", "/a//b", "/a//", "/a/", "/a", "/"]);
-        assert_eq!(collect("/"), ["/"]);
-        assert_eq!(collect(""), ["/"]);
-        assert_eq!(collect("*"), ["/"]);
+    fn the_trie_matches_on_segment_boundaries_and_empty_segments() {
+        let prefixes = ["/", "//", "/a", "/a/", "/a//", "/a/b", "/ab", "/a//b"];
+        let mut specs: Vec<_> = prefixes.iter().zip(0..).map(|(p, i)| https("api.test", p, i)).collect();
+        specs.extend((0..20u32).map(|i| https("api.test", &format!("/z{i}"), 100 + i)));
+        let t = table(specs);
+        assert!(t.endpoints[&(Scheme::Https, 443)].exact[&b"api.test"[..]].trie.is_some());
+        for (path, want) in [
+            ("", 0),
+            ("*", 0),
+            ("/", 0),
+            ("//", 1),
+            ("//x", 1),
+            ("/a", 2),
+            ("/a?q=/a/b", 2),
+            ("/a#/b", 2),
+            ("/a/", 3),
+            ("/a/x", 3),
+            ("/a//", 4),
+            ("/a//c", 4),
+            ("/a//b", 7),
+            ("/a//b/c", 7),
+            ("/a/b", 5),
+            ("/a/b/", 5),
+            ("/a/bc", 3),
+            ("/ab", 6),
+            ("/abc", 0),
+            ("/z7/x", 107),
+        ] {
+            assert_eq!(get(&t, "api.test", path), Some(want), "{path:?}");
+        }
     }
 
     // ---- Property test against a naive reference implementation ----
@@ -1140,7 +1113,7 @@ mod tests {
             arb_name(3),
             any::<u64>(),
             prop::sample::select(vec![None, Some(80), Some(443), Some(8080)]),
-            prop::sample::select(vec!["/", "/a", "/a/", "/a/b", "/a/b/", "/ab", "/b", "/a//"]),
+            prop::sample::select(vec!["/", "/a", "/a/", "/a/b", "/a/b/", "/ab", "/b", "/a//", "//", "//a", "/a//b"]),
             prop::collection::vec(arb_method(), 0..=3),
         )
             .prop_map(|(scheme, wildcard, name, mask, port, prefix, methods)| {
@@ -1190,6 +1163,11 @@ mod tests {
                 "*",
                 "a",
                 "/a#f",
+                "//",
+                "//a",
+                "/a//b/",
+                "/a/b/c/",
+                "/a?/b",
             ]),
             arb_method(),
         )

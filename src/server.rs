@@ -250,8 +250,21 @@ fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, StartEr
     Ok(listener)
 }
 
+/// How many connections the kernel queues for a listener before the sidecar accepts them
+/// (capped by `net.core.somaxconn`). The standard library's 128 is too few for a burst of a
+/// few hundred clients connecting at once: the rest of their SYNs are dropped and retried a
+/// second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+    let fail = |source| StartError::Bind { what, addr, source };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let socket = socket.map_err(fail)?;
+    // As the standard library's bind does: a restarted sidecar can bind while connections of
+    // the previous one are in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)
 }
 
 /// Runs the sidecar from a config file until SIGTERM or SIGINT.

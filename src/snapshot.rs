@@ -46,6 +46,8 @@ pub struct CompiledRoute {
     pub cache: Option<Arc<RouteCache>>,
     /// `proxy_request_duration_seconds` for this route, registered once.
     pub duration: metrics::Histogram,
+    /// `proxy_requests_total` for this route, one handle per status.
+    pub requests: crate::proxy::status_counters::StatusCounters,
     /// Per binding: what it signs per request (`per_request` tokens, DPoP proofs), if anything.
     pub bound: Vec<Option<Bound>>,
 }
@@ -298,7 +300,7 @@ fn compile_route(
     let name: Arc<str> = Arc::from(r.name.as_str());
     let duration = metrics::histogram!("proxy_request_duration_seconds", "route" => Arc::clone(&name));
     CompiledRoute {
-        name,
+        name: Arc::clone(&name),
         bindings,
         set_headers,
         upstream_tls: r.upstream_tls,
@@ -308,6 +310,7 @@ fn compile_route(
         upstream_http2: r.upstream_http2,
         cache,
         duration,
+        requests: crate::proxy::status_counters::StatusCounters::new(Arc::clone(&name)),
         bound,
     }
 }

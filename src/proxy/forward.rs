@@ -20,7 +20,7 @@ use super::target::{target_of, Entry, Target};
 use super::timed::TimedBody;
 use super::upgrade::{self, Upgrade};
 use super::upstream::Protocol;
-use super::{BoxError, ProxyBody};
+use super::ProxyBody;
 use crate::cache::{self, Fetched, Lookup};
 use crate::config::Unmatched;
 use crate::error::ProxyError;
@@ -78,8 +78,12 @@ pub async fn forward(
     };
     tracing::debug!(%method, route = &*route_name, status = status.as_u16(), elapsed_us = elapsed.as_micros() as u64, "request");
     crate::policy::record(&snapshot.policy, seen.caller.as_deref(), &route_name, status_label(status), error);
-    metrics::counter!("proxy_requests_total", "route" => route_name.clone(), "status" => status_label(status))
-        .increment(1);
+    match route.and_then(|r| snapshot.compiled.get(r)) {
+        Some(compiled) => compiled.requests.increment(status_label(status)),
+        None => {
+            metrics::counter!("proxy_requests_total", "route" => "none", "status" => status_label(status)).increment(1)
+        }
+    }
     match (seen.audit, &snapshot.policy.audit) {
         (Some(mut entry), Some(log)) => {
             entry.caller = seen.caller.map(|c| Arc::clone(&c.name));
@@ -140,8 +144,7 @@ async fn run(
         let protocol = upstream_protocol(&parts.headers, upgrade.is_some(), false);
         let body = counted(body::untouched(body, &parts.method, &mut parts.headers), Some(seen));
         let response = send(snapshot, parts, uri, body, &target, 0, protocol).await?;
-        let response = upgrade::finish(upgrade, response, "none", settings.idle_timeout, target.authority.as_str())?;
-        return Ok(timed_response(response, settings.body_timeout));
+        return upgrade::finish(upgrade, response, "none", settings.idle_timeout, target.authority.as_str());
     };
     seen.route = Some(route);
     let compiled = &snapshot.compiled[route];
@@ -280,7 +283,6 @@ async fn fetch(
     }
     let response =
         upgrade::finish(upgrade, response, &compiled.name, settings.idle_timeout, target.authority.as_str())?;
-    let response = timed_response(response, settings.body_timeout);
     let response = match compiled.redact_responses.then(|| tokens.redactions()).flatten() {
         Some(redactions) => redact(response, Arc::new(redactions)),
         None => response,
@@ -367,11 +369,6 @@ impl Head<'_> {
         tokens.finish_headers(headers)?;
         Ok(uri)
     }
-}
-
-/// An upstream response whose body is cut if the upstream pauses longer than `timeout`.
-fn timed_response(response: Response<ProxyBody>, timeout: std::time::Duration) -> Response<ProxyBody> {
-    response.map(|body| if body.is_end_stream() { body } else { TimedBody::new(body, timeout).boxed_unsync() })
 }
 
 /// Replaces the request's token values with their placeholders in the response.
@@ -477,11 +474,17 @@ async fn send(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     upgrade::strip_response_headers(parts.status, &mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+    // The body is cut if the upstream pauses longer than body_timeout in the middle of it.
+    let body = if body.is_end_stream() {
+        body.boxed_unsync()
+    } else {
+        TimedBody::new(body, snapshot.config.proxy.body_timeout).boxed_unsync()
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Maps an upstream client error to what the user should be told.
-fn classify(err: &hyper_util::client::legacy::Error, target: &Target) -> ProxyError {
+fn classify(err: &super::client::ClientError, target: &Target) -> ProxyError {
     let host = target.authority.to_string();
     let mut timed_out = false;
     for e in error_chain(err) {

@@ -5,7 +5,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// Headers that describe one hop (RFC 9110 section 7.6.1) and never go further. `Trailer`
 /// is not one: it names the trailer fields end to end, and HTTP/1.1 only sends the trailers
 /// it names.
-const HOP_BY_HOP: [HeaderName; 6] = [
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -13,32 +13,67 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+/// Where `Connection` and `TE` are in [`HOP_BY_HOP`].
+const CONNECTION_INDEX: usize = 0;
+const TE_INDEX: usize = 3;
 
 /// Removes hop-by-hop headers, those named in `Connection`, and every `Proxy-*` header
 /// (credentials for this proxy must never reach an upstream). `TE: trailers` is the one
 /// exception kept: gRPC servers require it, and it only says the sender accepts trailers,
 /// which the proxy passes through.
+///
+/// Runs twice per request (request and response), so the usual cases are cheap: one pass
+/// over the names finds what is present, and `Connection: keep-alive` or `close` (what
+/// upstreams send) names no header to look up.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let trailers = accepts_trailers(headers);
-    // One pass over the names finds what is present; only that is removed.
-    let mut remove: Vec<HeaderName> = Vec::new();
+    let mut hop = [false; 6];
+    let mut others = false;
+    // A header literally named `close` (which `Connection: close` would name) is rare.
+    let mut close_header = false;
     for name in headers.keys() {
-        if HOP_BY_HOP.contains(name) || is_proxy_or_keep_alive(name) {
-            remove.push(name.clone());
-        }
+        // By text: one lookup of the name's spelling, then a match the compiler turns into
+        // length and byte comparisons.
+        let index = match name.as_str() {
+            "connection" => CONNECTION_INDEX,
+            "proxy-authenticate" => 1,
+            "proxy-authorization" => 2,
+            "te" => TE_INDEX,
+            "transfer-encoding" => 4,
+            "upgrade" => 5,
+            other => {
+                others |= other.starts_with("proxy-") || other == "keep-alive";
+                close_header |= other == "close";
+                continue;
+            }
+        };
+        hop[index] = true;
     }
-    if remove.is_empty() {
+    if !others && !hop.contains(&true) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .filter(|name| headers.contains_key(name));
-        remove.extend(named.collect::<Vec<_>>());
+    let trailers = hop[TE_INDEX] && accepts_trailers(headers);
+    let mut remove: Vec<HeaderName> = Vec::new();
+    if hop[CONNECTION_INDEX] {
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                // `keep-alive` is removed below whatever the Connection header says.
+                if token.eq_ignore_ascii_case("keep-alive") || (token.eq_ignore_ascii_case("close") && !close_header) {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    remove.push(name);
+                }
+            }
+        }
+    }
+    if others {
+        remove.extend(headers.keys().filter(|name| is_proxy_or_keep_alive(name)).cloned());
+    }
+    for (name, present) in HOP_BY_HOP.iter().zip(hop) {
+        if present {
+            headers.remove(name);
+        }
     }
     for name in &remove {
         headers.remove(name);
@@ -80,6 +115,35 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("authorization"));
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_is_found_by_its_spelling() {
+        assert_eq!(HOP_BY_HOP[CONNECTION_INDEX], header::CONNECTION);
+        assert_eq!(HOP_BY_HOP[TE_INDEX], header::TE);
+        for name in HOP_BY_HOP.iter() {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), "x".parse().unwrap());
+            h.insert("x-kept", "1".parse().unwrap());
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"], "{name}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_and_close_are_dropped_with_what_connection_names() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Keep-Alive, Close, X-Hop".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert("close", "a header named close is named by Connection too".parse().unwrap());
+        h.insert("content-length", "3".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["content-length"]);
+        let mut untouched = HeaderMap::new();
+        untouched.insert("content-type", "text/plain".parse().unwrap());
+        strip_hop_by_hop(&mut untouched);
+        assert_eq!(untouched.len(), 1);
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -209,29 +208,34 @@ impl ConnectionSettings {
 
 /// Runs a connection until it ends, or until it has sent no request within the handshake
 /// timeout, or has been idle (no request in flight) for the idle timeout; then drops it.
+///
+/// The watchdog is one timer per connection that nothing resets per request: when it fires,
+/// it reads the connection's [`Activity`] and either closes the connection or sleeps again,
+/// never past the earliest moment the connection could be due. That is the deadline its
+/// activity implies if it stays as it is, but a request may start and end while the timer
+/// sleeps, which makes the connection due an idle timeout after that at the earliest: so
+/// the timer also never sleeps longer than one idle timeout. A request costs the watchdog
+/// nothing.
 async fn supervise<F: std::future::Future>(conn: F, activity: &Activity, settings: &ConnectionSettings) {
     tokio::pin!(conn);
+    let first = settings.handshake_timeout.min(settings.idle_timeout);
+    let expire = tokio::time::sleep_until(activity.started + first);
+    tokio::pin!(expire);
     loop {
-        // Registered before the deadline is read, so a request starting or ending in
-        // between still wakes this loop.
-        let changed = activity.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        let deadline = activity.deadline(settings);
-        let expire = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                // Busy: nothing to time out until the last request ends.
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
+            biased;
             _ = &mut conn => return,
-            _ = changed => {}
-            _ = expire => {
-                if activity.deadline(settings).is_some_and(|at| at <= Instant::now()) {
-                    tracing::debug!(requests = activity.requests(), "closing a connection: no request within the handshake or idle timeout");
-                    return;
+            _ = &mut expire => {
+                let now = Instant::now();
+                let next = now + settings.idle_timeout;
+                match activity.deadline(settings) {
+                    Some(at) if at <= now => {
+                        tracing::debug!(requests = activity.requests(), "closing a connection: no request within the handshake or idle timeout");
+                        return;
+                    }
+                    Some(at) => expire.as_mut().reset(at.min(next)),
+                    // Busy: nothing can time out before the last request ends.
+                    None => expire.as_mut().reset(next),
                 }
             }
         }
@@ -247,8 +251,6 @@ pub(super) struct Activity {
     in_flight: AtomicUsize,
     /// Nanoseconds after `started` when the last in-flight request finished.
     idle_since: AtomicU64,
-    /// Wakes the watchdog when a request starts or ends.
-    changed: tokio::sync::Notify,
     /// Every response that finished has been flushed to the client since.
     flushed: AtomicBool,
     /// The connection was handed to a tunnel or protocol upgrade: its bytes are not HTTP/1.1
@@ -263,7 +265,6 @@ impl Activity {
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
-            changed: tokio::sync::Notify::new(),
             flushed: AtomicBool::new(true),
             upgraded: AtomicBool::new(false),
         })
@@ -302,7 +303,6 @@ impl Activity {
         // In flight first: the watchdog must never see a counted request as idle.
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.changed.notify_waiters();
         InFlight(Arc::clone(self))
     }
 }
@@ -318,13 +318,12 @@ impl Drop for InFlight {
         activity.flushed.store(false, Ordering::Release);
         activity.idle_since.store(since, Ordering::Release);
         activity.in_flight.fetch_sub(1, Ordering::AcqRel);
-        activity.changed.notify_waiters();
     }
 }
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request counted as in flight until it is done.
-    struct Tracked {
+    pub struct Tracked {
         #[pin]
         inner: ProxyBody,
         _in_flight: InFlight,
@@ -364,7 +363,7 @@ struct ProxyService {
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyService {
-    type Response = http::Response<ProxyBody>;
+    type Response = http::Response<Tracked>;
     type Error = Infallible;
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -391,7 +390,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyServ
             if status == http::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
                 activity.upgraded.store(true, Ordering::Release);
             }
-            Ok(response.map(|inner| Tracked { inner, _in_flight: in_flight }.boxed_unsync()))
+            Ok(response.map(|inner| Tracked { inner, _in_flight: in_flight }))
         })
     }
 }

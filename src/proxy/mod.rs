@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod budget;
+pub mod client;
 mod forward;
 mod headers;
 pub mod listen;
@@ -13,6 +14,7 @@ mod malformed;
 pub mod path;
 mod protocol;
 mod sniff;
+pub mod status_counters;
 pub mod target;
 mod timed;
 mod tunnel;

@@ -10,20 +10,18 @@
 
 use std::sync::Arc;
 
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use super::client::{Client, ClientError, Connector, UpstreamBody};
 use super::ProxyBody;
 use crate::config::ProxySettings;
 use crate::policy::connect::CheckedConnector;
 use crate::policy::networks::NetworkRules;
 
 /// The pooled client type: every connection goes to an address its rules allow.
-pub type UpstreamClient = Client<HttpsConnector<CheckedConnector>, ProxyBody>;
+pub type UpstreamClient = Client;
 
 /// Pooled clients for all upstream requests of one snapshot (kept across reloads that do
 /// not change their settings, so the pools survive).
@@ -63,10 +61,10 @@ impl ProtocolClients {
         }
     }
 
-    /// The usual client (ALPN decides), for token exchanges and other requests of the
-    /// sidecar's own.
-    pub fn request(&self, req: http::Request<ProxyBody>) -> hyper_util::client::legacy::ResponseFuture {
-        self.negotiated.request(req)
+    /// Sends with the usual client (ALPN decides), for token exchanges and other requests of
+    /// the sidecar's own.
+    pub async fn request(&self, req: http::Request<ProxyBody>) -> Result<http::Response<UpstreamBody>, ClientError> {
+        self.negotiated.request(req).await
     }
 }
 
@@ -115,19 +113,8 @@ impl Upstream {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let client = |rules: &Arc<NetworkRules>, protocol: Protocol| {
-            let connector = CheckedConnector::new(Arc::clone(rules), settings.connect_timeout);
-            let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls.clone()).https_or_http();
-            let connector = match protocol {
-                Protocol::Negotiated => builder.enable_http1().enable_http2().wrap_connector(connector),
-                Protocol::Http2 => builder.enable_http2().wrap_connector(connector),
-                Protocol::Http1 => builder.enable_http1().wrap_connector(connector),
-            };
-            Client::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(settings.pool_idle_timeout)
-                .http2_only(protocol == Protocol::Http2)
-                .build(connector)
+            let tcp = CheckedConnector::new(Arc::clone(rules), settings.connect_timeout);
+            Client::new(Connector::new(tcp, &tls, protocol), protocol, settings.pool_idle_timeout)
         };
         let clients = |rules: &Arc<NetworkRules>| ProtocolClients {
             negotiated: client(rules, Protocol::Negotiated),

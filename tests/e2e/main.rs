@@ -13,6 +13,7 @@ mod exchange;
 mod fleet;
 mod jose;
 mod ops;
+mod performance;
 mod policy;
 mod protocols;
 mod proxy;

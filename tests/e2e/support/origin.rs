@@ -137,6 +137,11 @@ impl Origin {
         *self.state.script.lock().unwrap() = Arc::new(script);
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.lock().unwrap().len()
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }

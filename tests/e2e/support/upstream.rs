@@ -40,6 +40,8 @@ pub struct Recorded {
     pub method: Method,
     /// The request target's path and query, as received.
     pub uri: String,
+    /// The authority the target named, if any: an h2 request's `:authority`.
+    pub authority: Option<String>,
     pub headers: HeaderMap,
     /// When the request head arrived (wall clock, to compare with token claims).
     pub arrived: SystemTime,
@@ -59,9 +61,11 @@ impl Recorded {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Every `Host` header value received.
+    /// Every host the request named: its `Host` header values, then the authority of its
+    /// target (an h2 request names its host in `:authority` alone).
     pub fn hosts(&self) -> Vec<String> {
-        self.headers.get_all("host").iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect()
+        let headers = self.headers.get_all("host").iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        headers.chain(self.authority.clone()).collect()
     }
 
     /// The path of the target, without the query.
@@ -149,6 +153,7 @@ impl Recorded {
             version,
             method,
             uri,
+            authority: None,
             headers,
             arrived: SystemTime::now(),
             at: Instant::now(),
@@ -186,6 +191,18 @@ struct State {
     /// When set, each request waits for a permit before it is answered.
     gate: Option<Semaphore>,
     answer: Answer,
+    /// Connections accepted, and those still open.
+    connections: AtomicUsize,
+    open: AtomicUsize,
+}
+
+/// Counts a connection as open until its task ends.
+struct OpenConnection(Arc<State>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How an [`Upstream`] serves; [`UpstreamBuilder::start`] starts it.
@@ -252,6 +269,8 @@ impl UpstreamBuilder {
             status: AtomicU16::new(200),
             gate: self.gated.then(|| Semaphore::new(0)),
             answer: self.answer,
+            connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
         });
         let shared = Arc::clone(&state);
         let acceptor = self.tls.map(tokio_rustls::TlsAcceptor::from);
@@ -261,7 +280,11 @@ impl UpstreamBuilder {
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&shared);
                 let acceptor = acceptor.clone();
+                state.connections.fetch_add(1, Ordering::SeqCst);
+                state.open.fetch_add(1, Ordering::SeqCst);
+                let open = OpenConnection(Arc::clone(&state));
                 tokio::spawn(async move {
+                    let _open = open;
                     let io = Counting { inner: stream, state: Arc::clone(&state) };
                     if raw {
                         serve_raw(state, io).await;
@@ -367,6 +390,16 @@ impl Upstream {
         self.state.bytes.load(Ordering::SeqCst)
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now (closed by either side once their task ends).
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
+    }
+
     pub fn in_flight(&self) -> usize {
         self.state.in_flight.load(Ordering::SeqCst)
     }
@@ -424,7 +457,9 @@ async fn record(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
     let uri = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| parts.uri.to_string());
     let index = {
         let mut requests = state.requests.lock().unwrap();
-        requests.push(Recorded::new(parts.version, parts.method, uri, parts.headers));
+        let mut recorded = Recorded::new(parts.version, parts.method, uri, parts.headers);
+        recorded.authority = parts.uri.authority().map(ToString::to_string);
+        requests.push(recorded);
         requests.len() - 1
     };
     let ended = Ended(Arc::clone(&state), index);
