@@ -13,7 +13,7 @@
 # CONNS (default "1 16 256"), REFRESH_CONNS (default "1 16"), WRK_THREADS (default 1),
 # PEERS (default "direct sidecar nginx floor sidecar-2w mitmproxy"), SKIP_MITM=1, SKIP_BUILD=1
 # (reuse target/release/token-sidecar), SCRAPE_METRICS=1 (GET the sidecars' /metrics every
-# second during a case, as Prometheus would; see "Memory" in BENCHMARKS.md for why it matters),
+# second during a case, as Prometheus would; see item 7 of the issue #6 profile in BENCHMARKS.md for why it matters),
 # BASELINE_BIN (another sidecar build, run as the extra peer `sidecar-base`: name it in PEERS).
 # HTTPS (benches/load_https.sh): HTTPS_CASES (default "https-keepalive https-newconn
 # https-resume h2"), HTTPS_CONNS (keep-alive connections, "1 16 256"), HTTPS_NEWCONN_CONNS
