@@ -17,7 +17,12 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 #[inline]
 fn is_unreserved(b: u8) -> bool {
     let lower = b | 0x20;
-    (lower.wrapping_sub(b'a') < 26) | (b.wrapping_sub(b'0') < 10) | (b == b'-') | (b == b'.') | (b == b'_') | (b == b'~')
+    (lower.wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
 }
 
 /// Whether `b` must be escaped inside a JSON string (RFC 8259 section 7).
@@ -235,7 +240,10 @@ mod tests {
         let head = quoted.slice(..quoted.len() - 1);
         assert_eq!(needs_escape_remembered(&quoted, Syntax::Json), Some(true));
         assert_eq!(needs_escape_remembered(&head, Syntax::Json), Some(false));
-        assert_eq!(escape(quoted.clone(), Syntax::Json).unwrap().as_ref(), &b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnLV9\\\""[..]);
+        assert_eq!(
+            escape(quoted.clone(), Syntax::Json).unwrap().as_ref(),
+            &b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnLV9\\\""[..]
+        );
     }
 
     #[test]
