@@ -154,3 +154,40 @@ async fn streamed_response_body_is_redacted_across_chunk_boundaries() {
         assert!(after > before, "{framing}: redactions_total{{token=\"tok\"}} did not increase ({before} -> {after})");
     }
 }
+
+/// A token is written percent-encoded into a request target and JSON-escaped into a JSON
+/// body; an upstream that reflects the target or the body reflects those forms, and they
+/// are redacted like the raw value (fails when only the raw value is looked for).
+#[tokio::test]
+async fn escaped_forms_of_an_injected_token_are_redacted_too() {
+    use crate::support::client::{get, post};
+    use crate::support::origin::{Answer, Origin};
+    use crate::support::sidecar::start;
+
+    // A secret with bytes a URI must percent-encode and one a JSON string must escape.
+    const SECRET: &str = "sk+live/abc=\\\"x";
+    let origin = Origin::start(|seen, _| match seen.uri.split('?').next().unwrap_or_default() {
+        "/target" => Answer::ok(format!("you asked for {}", seen.uri)),
+        _ => Answer::ok(format!("you sent {}", String::from_utf8_lossy(&seen.body))),
+    })
+    .await;
+    let text = config(
+        "",
+        &format!(
+            "[tokens.api_key]\nkind = \"secret\"\nkey = '{SECRET}'\n\n[[routes]]\nname = \"reflecting\"\n\
+             scheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\ntokens = [\"api_key\"]\nredact_responses = true\n\n",
+            origin.port()
+        ),
+    );
+    let sidecar = start(&text).await;
+
+    let reply = get(sidecar.proxy_addr, &origin.url("/target?key={/api_key}"), &[]).await;
+    assert_eq!(origin.last().uri, "/target?key=sk%2Blive%2Fabc%3D%5C%22x", "the secret went out percent-encoded");
+    assert_eq!(reply.text(), "you asked for /target?key={/api_key}");
+
+    let body = r#"{"key":"{/api_key}"}"#;
+    let reply = post(sidecar.proxy_addr, &origin.url("/body"), &[("content-type", "application/json")], body).await;
+    assert_eq!(origin.last().body.as_ref(), br#"{"key":"sk+live/abc=\\\"x"}"#, "the secret went out JSON-escaped");
+    assert_eq!(reply.text(), r#"you sent {"key":"{/api_key}"}"#);
+    sidecar.shutdown().await;
+}
