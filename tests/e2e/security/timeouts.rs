@@ -150,6 +150,9 @@ async fn stalled_request_body_gets_408_and_releases_its_buffer() {
 
     // A routed POST that announces 900 KB, sends 600 KB and stops.
     let mut stalled = RawConn::sending(run.proxy(), &post("/stalled", 900_000)).await;
+    // The sidecar reads the last of these bytes after this instant, so body_timeout cannot
+    // run out before 2 s from here (`paused`, taken once the read is seen, can be later).
+    let last_write = Instant::now();
     stalled.send(&body).await.expect("write part of the body");
     assert!(stalled.wait_absorbed(Duration::from_secs(5)).await, "the sidecar did not read the body");
     let paused = Instant::now();
@@ -165,7 +168,7 @@ async fn stalled_request_body_gets_408_and_releases_its_buffer() {
 
     // The stalled request is answered 408 (or its connection closed) after body_timeout.
     let answer = tokio::time::timeout(Duration::from_secs(2) + SLACK, stalled.read_response(Answering::Request)).await;
-    let waited = paused.elapsed();
+    let waited = last_write.elapsed();
     match answer {
         Err(_) => panic!("a request body paused for {waited:?} (body_timeout 2s) is still waited for"),
         Ok(Ok(reply)) => {
@@ -174,7 +177,7 @@ async fn stalled_request_body_gets_408_and_releases_its_buffer() {
         }
         Ok(Err(e)) => eprintln!("stalled request: connection closed without an answer ({e})"),
     }
-    assert!(waited >= Duration::from_millis(1800), "cut after {waited:?}, before body_timeout");
+    assert!(waited >= Duration::from_secs(2), "cut {waited:?} after the last byte was written, before body_timeout");
 
     // Its buffer was released: a 600 KB body fits again.
     let mut third = RawConn::sending(run.proxy(), &{
@@ -220,6 +223,9 @@ async fn upstream_stalling_mid_response_body_is_cut_after_body_timeout() {
         .header("x-token", "{/tok}")
         .body(Empty::<Bytes>::new())
         .expect("request");
+    // The sidecar's wait for the body starts after this instant (it has no head to wait on
+    // before the request is sent), so a cut before 1 s from here would be premature.
+    let sent = Instant::now();
     let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
         .await
         .expect("response head in time")
@@ -244,7 +250,11 @@ async fn upstream_stalling_mid_response_body_is_cut_after_body_timeout() {
         Ok(Err(e)) => eprintln!("response body cut after {:?} and {received} bytes: {e}", started.elapsed()),
     }
     assert!(received < 100_000);
-    assert!(started.elapsed() >= Duration::from_millis(900), "cut before body_timeout");
+    assert!(
+        sent.elapsed() >= Duration::from_secs(1),
+        "cut {:?} after the request, before body_timeout",
+        sent.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
