@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::diagnostic::Collector;
 use super::raw::RawConfig;
-use super::values::parse_duration;
+use super::validate::positive_duration;
 use crate::fleet::seal::FleetKey;
 use crate::fleet::target::RedisTarget;
 use crate::tokens::TokenDefinition;
@@ -108,26 +108,12 @@ pub(super) fn settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) 
         }
         Some(k) => encryption_key(k, base_dir, c),
     };
-    let duration = |v: &Option<Spanned<String>>, key: &str, default: Duration, c: &mut Collector<'_>| match v {
-        None => default,
-        Some(s) => match parse_duration(s.get_ref()) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                c.error(s.span(), key, "must be longer than zero");
-                default
-            }
-            Err(e) => {
-                c.error(s.span(), key, e);
-                default
-            }
-        },
-    };
     let connect_timeout =
-        duration(&r.connect_timeout, "fleet.connect_timeout", FleetSettings::DEFAULT_CONNECT_TIMEOUT, c);
+        positive_duration(&r.connect_timeout, "fleet.connect_timeout", FleetSettings::DEFAULT_CONNECT_TIMEOUT, c);
     let operation_timeout =
-        duration(&r.operation_timeout, "fleet.operation_timeout", FleetSettings::DEFAULT_OPERATION_TIMEOUT, c);
-    let lease_ttl = duration(&r.lease_ttl, "fleet.lease_ttl", FleetSettings::DEFAULT_LEASE_TTL, c);
-    let lease_wait = duration(&r.lease_wait, "fleet.lease_wait", FleetSettings::DEFAULT_LEASE_WAIT, c);
+        positive_duration(&r.operation_timeout, "fleet.operation_timeout", FleetSettings::DEFAULT_OPERATION_TIMEOUT, c);
+    let lease_ttl = positive_duration(&r.lease_ttl, "fleet.lease_ttl", FleetSettings::DEFAULT_LEASE_TTL, c);
+    let lease_wait = positive_duration(&r.lease_wait, "fleet.lease_wait", FleetSettings::DEFAULT_LEASE_WAIT, c);
     let settings = FleetSettings {
         redis: redis?,
         key_prefix,

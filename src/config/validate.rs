@@ -137,23 +137,31 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> 
     })
 }
 
+/// A duration setting that must be longer than zero: `default` when it is absent, and when
+/// it is invalid (the error is collected, so `check` reports every bad value at once).
+pub(super) fn positive_duration(
+    v: &Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    c: &mut Collector<'_>,
+) -> Duration {
+    let Some(s) = v else { return default };
+    match parse_duration(s.get_ref()) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            c.error(s.span(), key, "must be longer than zero");
+            default
+        }
+        Err(e) => {
+            c.error(s.span(), key, e);
+            default
+        }
+    }
+}
+
 fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> ProxySettings {
     let p = &raw.proxy;
     let d = ProxySettings::default();
-    let duration = |v: &Option<Spanned<String>>, key: &str, default, c: &mut Collector<'_>| match v {
-        None => default,
-        Some(s) => match parse_duration(s.get_ref()) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                c.error(s.span(), key, "must be longer than zero");
-                default
-            }
-            Err(e) => {
-                c.error(s.span(), key, e);
-                default
-            }
-        },
-    };
     let size = |v: &Option<Spanned<String>>, key: &str, default: u64, c: &mut Collector<'_>| match v {
         None => default,
         Some(s) => match parse_size(s.get_ref()) {
@@ -183,10 +191,10 @@ fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> Pr
         max_header_bytes: size(&p.max_header_bytes, "proxy.max_header_bytes", d.max_header_bytes, c),
         max_uri_bytes: size(&p.max_uri_bytes, "proxy.max_uri_bytes", d.max_uri_bytes, c),
         max_buffered_total: size(&p.max_buffered_total, "proxy.max_buffered_total", d.max_buffered_total, c),
-        handshake_timeout: duration(&p.handshake_timeout, "proxy.handshake_timeout", d.handshake_timeout, c),
-        header_timeout: duration(&p.header_timeout, "proxy.header_timeout", d.header_timeout, c),
-        body_timeout: duration(&p.body_timeout, "proxy.body_timeout", d.body_timeout, c),
-        idle_timeout: duration(&p.idle_timeout, "proxy.idle_timeout", d.idle_timeout, c),
+        handshake_timeout: positive_duration(&p.handshake_timeout, "proxy.handshake_timeout", d.handshake_timeout, c),
+        header_timeout: positive_duration(&p.header_timeout, "proxy.header_timeout", d.header_timeout, c),
+        body_timeout: positive_duration(&p.body_timeout, "proxy.body_timeout", d.body_timeout, c),
+        idle_timeout: positive_duration(&p.idle_timeout, "proxy.idle_timeout", d.idle_timeout, c),
         listen: p.listen.as_ref().map_or(d.listen, |l| socket_addr(l, "proxy.listen", c)),
         unmatched: match &p.unmatched {
             None => Unmatched::Forward,
@@ -210,15 +218,15 @@ fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> Pr
                 d.max_buffered_body
             }),
         },
-        connect_timeout: duration(&p.connect_timeout, "proxy.connect_timeout", d.connect_timeout, c),
-        request_timeout: duration(&p.request_timeout, "proxy.request_timeout", d.request_timeout, c),
+        connect_timeout: positive_duration(&p.connect_timeout, "proxy.connect_timeout", d.connect_timeout, c),
+        request_timeout: positive_duration(&p.request_timeout, "proxy.request_timeout", d.request_timeout, c),
         extra_ca_file: p.extra_ca_file.as_ref().map(|f| base_dir.join(f.get_ref())),
         worker_threads: p
             .worker_threads
             .as_ref()
             .map_or(d.worker_threads, |n| positive(n, "proxy.worker_threads", c).unwrap_or(1)),
-        pool_idle_timeout: duration(&p.pool_idle_timeout, "proxy.pool_idle_timeout", d.pool_idle_timeout, c),
-        shutdown_grace: duration(&p.shutdown_grace, "proxy.shutdown_grace", d.shutdown_grace, c),
+        pool_idle_timeout: positive_duration(&p.pool_idle_timeout, "proxy.pool_idle_timeout", d.pool_idle_timeout, c),
+        shutdown_grace: positive_duration(&p.shutdown_grace, "proxy.shutdown_grace", d.shutdown_grace, c),
         listen_unix: p.listen_unix.as_ref().map(|f| base_dir.join(f.get_ref())),
         listen_unix_mode: p.listen_unix_mode.as_ref().map_or(d.listen_unix_mode, |m| {
             match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
