@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::Version;
 
-use super::{json_lines, require_python_module, step};
+use super::{json_lines, require_python_module, step, tok_route};
 use crate::support::ca::TestCa;
 use crate::support::client::{python, run_command};
 use crate::support::config::{config, listener, rs256_token, TLS_SECTION, UPSTREAM_CA_FILE};
@@ -19,13 +19,6 @@ use crate::support::sidecar::Running;
 use crate::support::wait::wait_until;
 
 const CLIENT: &str = include_str!("grpc_client.py");
-
-fn route(scheme: &str, host: &str, port: u16) -> String {
-    format!(
-        "\n[[routes]]\nname = \"grpc\"\nscheme = \"{scheme}\"\nhost = \"{host}\"\nport = {port}\ntokens = [\"tok\"]\n\
-         [routes.placeholders]\nauth_token = \"tok\"\n"
-    )
-}
 
 /// Runs the client script against `target` with `env`, returning its JSON lines.
 async fn run_client(target: &str, mode: &str, env: &[(&str, String)]) -> Vec<serde_json::Value> {
@@ -87,7 +80,11 @@ async fn grpcio_over_tls_interception() {
     let upstream = GrpcUpstream::tls(&ca).await;
     let text = config(
         &format!("extra_ca_file = \"{UPSTREAM_CA_FILE}\""),
-        &format!("{TLS_SECTION}{}{}", rs256_token("tok", "15m"), route("https", "localhost", upstream.port())),
+        &format!(
+            "{TLS_SECTION}{}{}",
+            rs256_token("tok", "15m"),
+            tok_route("grpc", "https", "localhost", upstream.port())
+        ),
     );
     let running = Running::start_with(&text, Some(&ca), "info").await;
     let proxy = format!("http://{}", running.proxy());
@@ -107,7 +104,7 @@ async fn grpcio_plain_h2_through_connect_and_to_a_reverse_listener() {
         &format!(
             "{}{}{}",
             rs256_token("tok", "15m"),
-            route("http", "127.0.0.1", upstream.port()),
+            tok_route("grpc", "http", "127.0.0.1", upstream.port()),
             listener(&format!("http://127.0.0.1:{}", upstream.port()))
         ),
     );

@@ -82,3 +82,12 @@ pub fn json_lines(out: &std::process::Output, what: &str) -> Vec<serde_json::Val
 pub fn step<'a>(lines: &'a [serde_json::Value], step: &str) -> &'a serde_json::Value {
     lines.iter().find(|l| l["step"] == step).unwrap_or_else(|| panic!("no step {step:?} in {lines:?}"))
 }
+
+/// A route named `name` to `scheme://host:port` binding the RS256 token `tok`, with the alias
+/// `auth_token`.
+pub fn tok_route(name: &str, scheme: &str, host: &str, port: u16) -> String {
+    format!(
+        "\n[[routes]]\nname = \"{name}\"\nscheme = \"{scheme}\"\nhost = \"{host}\"\nport = {port}\ntokens = [\"tok\"]\n\
+         [routes.placeholders]\nauth_token = \"tok\"\n"
+    )
+}

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{json_lines, require_python_module, step};
+use super::{json_lines, require_python_module, step, tok_route};
 use crate::support::ca::TestCa;
 use crate::support::client::{python, run_command};
 use crate::support::config::{config, listener, rs256_token, TLS_SECTION, UPSTREAM_CA_FILE};
@@ -19,13 +19,6 @@ use crate::support::upstream::Upstream;
 use crate::support::websocket::{upgrade_request, WsClient, WsUpstream};
 
 const CLIENT: &str = include_str!("ws_client.py");
-
-fn route(scheme: &str, host: &str, port: u16) -> String {
-    format!(
-        "\n[[routes]]\nname = \"ws\"\nscheme = \"{scheme}\"\nhost = \"{host}\"\nport = {port}\ntokens = [\"tok\"]\n\
-         [routes.placeholders]\nauth_token = \"tok\"\n"
-    )
-}
 
 /// The `websockets` client against `url`, with `env`; returns the reply it printed.
 async fn websockets_client(url: &str, env: &[(&str, String)]) -> String {
@@ -60,7 +53,11 @@ async fn wss_through_https_proxy_interception() {
     let upstream = WsUpstream::tls(&ca).await;
     let text = config(
         &format!("extra_ca_file = \"{UPSTREAM_CA_FILE}\""),
-        &format!("{TLS_SECTION}{}{}", rs256_token("tok", "15m"), route("https", "localhost", upstream.port())),
+        &format!(
+            "{TLS_SECTION}{}{}",
+            rs256_token("tok", "15m"),
+            tok_route("ws", "https", "localhost", upstream.port())
+        ),
     );
     let running = Running::start_with(&text, Some(&ca), "info").await;
     let env = [
@@ -81,7 +78,7 @@ async fn ws_through_http_proxy_absolute_form_and_reverse_listener() {
         &format!(
             "{}{}{}",
             rs256_token("tok", "15m"),
-            route("http", "127.0.0.1", upstream.port()),
+            tok_route("ws", "http", "127.0.0.1", upstream.port()),
             listener(&format!("http://127.0.0.1:{}", upstream.port()))
         ),
     );
@@ -123,7 +120,7 @@ async fn refused_placeholders_stop_the_upgrade_and_h2c_is_not_carried() {
             "{}{}{}{}",
             rs256_token("tok", "15m"),
             rs256_token("other", "15m"),
-            route("http", "127.0.0.1", upstream.port()),
+            tok_route("ws", "http", "127.0.0.1", upstream.port()),
             crate::support::config::route(plain.port(), &["other"], ""),
         ),
     );
@@ -154,7 +151,7 @@ async fn idle_splices_are_closed_and_shutdown_waits_for_open_ones() {
     let upstream = WsUpstream::plain().await;
     let text = config(
         "idle_timeout = \"1s\"\nshutdown_grace = \"3s\"",
-        &format!("{}{}", rs256_token("tok", "15m"), route("http", "127.0.0.1", upstream.port())),
+        &format!("{}{}", rs256_token("tok", "15m"), tok_route("ws", "http", "127.0.0.1", upstream.port())),
     );
     let mut running = Running::start(&text).await;
     let target = format!("http://127.0.0.1:{}/idle", upstream.port());
