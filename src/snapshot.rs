@@ -474,24 +474,17 @@ impl RequestTokens {
         out
     }
 
-    /// The values written into the request so far, in every form they can take once written
-    /// (raw, percent-encoded, JSON-escaped: an upstream that echoes a request target or a
-    /// JSON body reflects the escaped form), each with its placeholder text and the
+    /// The values written into the request so far, each with its placeholder text and the
     /// `redactions_total` counter of its token.
     pub fn redactions(&self) -> Option<Redactions> {
         let route = self.snapshot.compiled.get(self.route)?;
         let used = self.used.iter().enumerate().filter(|(_, u)| u.load(Ordering::Relaxed));
-        let mut values = Vec::new();
-        for (i, _) in used {
-            let (Some(token), Some((placeholder, cell, _))) = (self.value(i), route.bindings.get(i)) else {
-                continue;
-            };
+        Redactions::new(used.filter_map(|(i, _)| {
+            let value = self.value(i)?.value.clone();
+            let (placeholder, cell, _) = route.bindings.get(i)?;
             let counter = metrics::counter!("redactions_total", "token" => cell.name().to_string());
-            for form in crate::substitute::written_forms(&token.value) {
-                values.push((form, format!("{{/{placeholder}}}"), counter.clone()));
-            }
-        }
-        Redactions::new(values)
+            Some((value, format!("{{/{placeholder}}}"), counter))
+        }))
     }
 }
 

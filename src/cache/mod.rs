@@ -56,7 +56,7 @@ use crate::proxy::budget::BufferBudget;
 use crate::proxy::target::Target;
 use crate::proxy::ProxyBody;
 use crate::snapshot::{RequestTokens, Snapshot};
-use crate::substitute::{written_forms, Redactions};
+use crate::substitute::Redactions;
 
 /// The response header that says how the cache served a request of a cached route.
 pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-token-sidecar-cache");
@@ -601,18 +601,10 @@ fn store_on_the_way(
     capture::capture(body, Capture::new(settings.max_body, reservation, cache.max_bytes, Box::new(completion)))
 }
 
-/// The values the sidecar wrote into the request, in every form it writes them (as they are,
-/// percent-encoded, JSON-escaped), for the check that keeps them out of the cache.
+/// The values the sidecar wrote into the request (looked for in every form it writes them
+/// in), for the check that keeps them out of the cache.
 fn injected_values(tokens: &RequestTokens) -> Option<Redactions> {
-    let mut values: Vec<Bytes> = Vec::new();
-    for value in tokens.injected() {
-        for form in written_forms(&value) {
-            if !values.contains(&form) {
-                values.push(form);
-            }
-        }
-    }
-    Redactions::new(values.into_iter().map(|v| (v, String::new(), metrics::Counter::noop())))
+    Redactions::new(tokens.injected().into_iter().map(|v| (v, String::new(), metrics::Counter::noop())))
 }
 
 /// Stores a response whose body was captured whole.

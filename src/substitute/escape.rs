@@ -46,7 +46,7 @@ pub(crate) fn escape(value: Bytes, syntax: Syntax) -> Option<Bytes> {
 /// Every distinct form `value` takes once written into a request: as it is (headers, plain
 /// bodies), percent-encoded (targets and form bodies) and JSON-escaped (JSON bodies). Checks
 /// for a token echoed back in a response look for each of them.
-pub fn written_forms(value: &Bytes) -> Vec<Bytes> {
+pub(crate) fn written_forms(value: &Bytes) -> Vec<Bytes> {
     let mut forms = vec![value.clone()];
     for syntax in [Syntax::Uri, Syntax::Json] {
         if let Some(form) = escape(value.clone(), syntax) {

@@ -35,7 +35,6 @@ mod stream_tests;
 
 pub use basic::basic_from_userinfo;
 pub use body::{BodySubstituter, SubstitutingBody, MAX_TRAILERS};
-pub use escape::written_forms;
 pub use grammar::Syntax;
 pub use headers::{substitute_header_map, substitute_header_map_by_name};
 pub use redact::{RedactingBody, Redactions};

@@ -39,18 +39,21 @@ impl std::fmt::Debug for Redactions {
 
 impl Redactions {
     /// `values`: (token value, placeholder text such as `{/auth_token}`, counter to bump per
-    /// redaction). Empty values are skipped (they would match everywhere); `None` when
-    /// nothing is left to redact.
+    /// redaction). Each value is looked for in every form the sidecar writes it in (as it
+    /// is, percent-encoded, JSON-escaped: an upstream reflecting a request target or a JSON
+    /// body reflects the escaped form), each form once. Empty values are skipped (they would
+    /// match everywhere); `None` when nothing is left to redact.
     pub fn new(values: impl IntoIterator<Item = (Bytes, String, metrics::Counter)>) -> Option<Redactions> {
-        let mut entries: Vec<Entry> = values
-            .into_iter()
-            .filter(|(value, _, _)| !value.is_empty())
-            .map(|(value, placeholder, counter)| Entry {
-                finder: Finder::new(&value).into_owned(),
-                placeholder: Bytes::from(placeholder),
-                counter,
-            })
-            .collect();
+        let mut entries: Vec<Entry> = Vec::new();
+        for (value, placeholder, counter) in values.into_iter().filter(|(value, _, _)| !value.is_empty()) {
+            let placeholder = Bytes::from(placeholder);
+            for form in super::escape::written_forms(&value) {
+                if entries.iter().all(|e| e.finder.needle() != &form[..]) {
+                    let finder = Finder::new(&form).into_owned();
+                    entries.push(Entry { finder, placeholder: placeholder.clone(), counter: counter.clone() });
+                }
+            }
+        }
         // Longest first, so a value that contains another is replaced whole.
         entries.sort_by_key(|e| std::cmp::Reverse(e.finder.needle().len()));
         let longest = entries.first()?.finder.needle().len();
