@@ -159,7 +159,7 @@ pub enum Pending {
 }
 
 /// Reads the body first when the request's headers write a token that signs it
-/// ([`read_for_signing`]); otherwise leaves it for [`finish`].
+/// ([`read_for_signing`]); otherwise leaves it for [`substituted`].
 pub async fn read_first_if_signed(
     body: RequestBody,
     headers: &mut HeaderMap,
@@ -181,20 +181,6 @@ pub async fn read_first_if_signed(
     }
     let (body, replay) = read_for_signing(body, headers, Arc::clone(tokens), limits, signing).await?;
     Ok(Pending::Ready(body, replay))
-}
-
-/// The body to send: substituted now ([`substituted`]) unless it already was.
-pub async fn finish(
-    pending: Pending,
-    method: &Method,
-    headers: &mut HeaderMap,
-    tokens: Arc<dyn Resolve>,
-    limits: BodyLimits<'_>,
-) -> Result<(ProxyBody, Option<Replayable>), ProxyError> {
-    match pending {
-        Pending::Unsubstituted(body) => substituted(body, method, headers, tokens, limits).await,
-        Pending::Ready(body, replay) => Ok((body, replay)),
-    }
 }
 
 /// Reads a routed request's body whole and substitutes it before its headers, for a token

@@ -11,7 +11,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::{self, BodyLimits, RequestBody};
+use super::body::{self, BodyLimits, ClientBody, Pending, RequestBody};
 use super::budget::BufferBudget;
 use super::headers::strip_hop_by_hop;
 use super::path;
@@ -43,11 +43,14 @@ struct Seen {
 }
 
 /// Serves one request with one snapshot, turning every failure into a JSON error response.
+///
+/// Each phase that may wait is awaited from here, and only the one this request needs: a
+/// routed request's future holds the upstream part and no cache's, nor an unrouted one's.
 pub async fn forward(
     snapshot: Arc<Snapshot>,
-    budget: &Arc<BufferBudget>,
-    entry: &Entry,
-    peer: &Peer,
+    budget: Arc<BufferBudget>,
+    entry: Entry,
+    peer: Peer,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -56,7 +59,17 @@ pub async fn forward(
     if snapshot.policy.audit.is_some() {
         seen.audit = Some(audit::Entry::started(method.as_str()));
     }
-    let result = run(&snapshot, budget, entry, peer, req, &mut seen).await;
+    let result = match admit(&snapshot, &entry, &peer, req, &mut seen) {
+        Err(error) => Err(error),
+        Ok(Admitted::Unrouted(unrouted)) => unrouted.send(&snapshot).await,
+        // Boxed: the cache phase is a large future only cached routes need.
+        Ok(Admitted::Cached(routed)) => Box::pin(cached(&snapshot, &budget, routed, &mut seen)).await,
+        Ok(Admitted::Routed(routed)) => {
+            let Routed { outbound, parts, body } = routed;
+            let body = RequestBody::Client(body);
+            fetch(&snapshot, &budget, outbound, parts, body, Some(&mut seen)).await.map(|f| f.response)
+        }
+    };
     let result = match &seen.explainer {
         Some(explainer) => result.map_err(|e| explainer.explain(e)),
         None => result,
@@ -103,14 +116,51 @@ fn status_label(status: http::StatusCode) -> &'static str {
     LABELS.get(usize::from(status.as_u16())).copied().unwrap_or("other")
 }
 
-async fn run(
+/// What the request path decided before anything is awaited.
+enum Admitted {
+    /// No route matched and policy lets it through: forwarded untouched, placeholders and all.
+    Unrouted(Unrouted),
+    /// A routed request on a route with a cache (never an upgrade).
+    Cached(Routed),
+    /// A routed request to be sent upstream.
+    Routed(Routed),
+}
+
+/// An unrouted request, ready to send.
+struct Unrouted {
+    parts: http::request::Parts,
+    uri: Uri,
+    body: ProxyBody,
+    target: Target,
+    protocol: Protocol,
+    upgrade: Option<Upgrade>,
+}
+
+impl Unrouted {
+    async fn send(self, snapshot: &Snapshot) -> Result<Response<ProxyBody>, ProxyError> {
+        let Unrouted { parts, uri, body, target, protocol, upgrade } = self;
+        let response = send(snapshot, upstream_request(parts, uri, body, protocol), &target, 0, protocol).await?;
+        let idle_timeout = snapshot.config.proxy.idle_timeout;
+        upgrade::finish(upgrade, response, "none", idle_timeout, target.authority.as_str())
+    }
+}
+
+/// A routed request admitted by policy, with its body still unread.
+struct Routed {
+    outbound: Outbound,
+    parts: http::request::Parts,
+    body: ClientBody,
+}
+
+/// Works out the target, the caller and the route, and checks the request against policy:
+/// everything the request path decides without waiting.
+fn admit(
     snapshot: &Arc<Snapshot>,
-    budget: &Arc<BufferBudget>,
     entry: &Entry,
     peer: &Peer,
     req: Request<Incoming>,
     seen: &mut Seen,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Admitted, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let upgrade = Upgrade::take(&mut parts);
     let settings = &snapshot.config.proxy;
@@ -138,53 +188,54 @@ async fn run(
             return Err(ProxyError::UnmatchedDenied(target.authority.to_string()));
         }
         snapshot.policy.admit_unrouted(&target.host, caller.as_deref())?;
-        // Unrouted: forwarded untouched, placeholders and all.
         let uri = upstream_uri(&target, target.scheme, None)?;
         prepare_headers(&mut parts.headers, &target, upgrade.as_ref());
         let protocol = upstream_protocol(&parts.headers, upgrade.is_some(), false);
         let body = counted(body::untouched(body, &parts.method, &mut parts.headers), Some(seen));
-        let response = send(snapshot, parts, uri, body, &target, 0, protocol).await?;
-        return upgrade::finish(upgrade, response, "none", settings.idle_timeout, target.authority.as_str());
+        return Ok(Admitted::Unrouted(Unrouted { parts, uri, body, target, protocol, upgrade }));
     };
     seen.route = Some(route);
     let compiled = &snapshot.compiled[route];
     path::check_routed(&compiled.path_prefix, &path_view).map_err(ProxyError::PathNotNormalised)?;
     snapshot.policy.admit_route(route, &compiled.name, caller.as_deref())?;
-    let path_and_query: std::borrow::Cow<'_, str> = match (&path_view, target.path_and_query.query()) {
-        (std::borrow::Cow::Borrowed(_), _) => std::borrow::Cow::Borrowed(target.path_and_query.as_str()),
-        (std::borrow::Cow::Owned(path), None) => std::borrow::Cow::Borrowed(path.as_str()),
-        (std::borrow::Cow::Owned(path), Some(query)) => std::borrow::Cow::Owned(format!("{path}?{query}")),
+    let path_and_query = match (path_view, target.path_and_query.query()) {
+        (std::borrow::Cow::Borrowed(_), _) => target.path_and_query.as_str().to_owned(),
+        (std::borrow::Cow::Owned(path), None) => path,
+        (std::borrow::Cow::Owned(path), Some(query)) => format!("{path}?{query}"),
     };
+    // An upgrade is never answered from the cache.
+    let cached = compiled.cache.is_some() && upgrade.is_none();
+    let routed = Routed { outbound: Outbound { route, target, path_and_query, upgrade }, parts, body };
+    Ok(if cached { Admitted::Cached(routed) } else { Admitted::Routed(routed) })
+}
 
-    // Cache phase: a stored answer is served here, after the policy admitted the request and
-    // before any token is loaded. An upgrade is never answered from the cache.
+/// A request on a cached route: a stored answer is served here, after the policy admitted
+/// the request and before any token is loaded; otherwise it is fetched and maybe stored.
+async fn cached(
+    snapshot: &Arc<Snapshot>,
+    budget: &Arc<BufferBudget>,
+    routed: Routed,
+    seen: &mut Seen,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Routed { outbound, mut parts, body } = routed;
+    let settings = &snapshot.config.proxy;
     let limits =
         BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
-    let (body, ticket) = if upgrade.is_some() {
-        (RequestBody::Client(body), None)
-    } else {
-        match cache::lookup(snapshot, route, &target, &path_and_query, &mut parts, body, &limits).await? {
-            Lookup::Answer(response, refresh) => {
-                if let Some(refresh) = refresh {
-                    let outbound = Outbound {
-                        route,
-                        target: target.clone(),
-                        path_and_query: path_and_query.to_string(),
-                        upgrade: None,
-                    };
-                    refresh_in_background(snapshot, budget, outbound, refresh);
-                }
-                return Ok(response);
+    let Outbound { route, target, path_and_query, .. } = &outbound;
+    match cache::lookup(snapshot, *route, target, path_and_query, &mut parts, body, &limits).await? {
+        Lookup::Answer(response, refresh) => {
+            if let Some(refresh) = refresh {
+                refresh_in_background(snapshot, budget, outbound, refresh);
             }
-            Lookup::Fetch(body, ticket) => (body, ticket),
+            Ok(response)
         }
-    };
-    let path_and_query = path_and_query.into_owned();
-    let outbound = Outbound { route, target, path_and_query, upgrade };
-    let fetched = fetch(snapshot, budget, outbound, parts, body, Some(seen)).await;
-    match ticket {
-        Some(ticket) => ticket.settle(fetched),
-        None => fetched.map(|f| f.response),
+        Lookup::Fetch(body, ticket) => {
+            let fetched = fetch(snapshot, budget, outbound, parts, body, Some(seen)).await;
+            match ticket {
+                Some(ticket) => ticket.settle(fetched),
+                None => fetched.map(|f| f.response),
+            }
+        }
     }
 }
 
@@ -244,13 +295,24 @@ async fn fetch(
         BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
     let body_resolver = resolvers.body();
     // A token signed over the body's hash (body_sha256) needs the body before the headers.
-    let pending = body::read_first_if_signed(body, &mut parts.headers, &body_resolver, &limits, &tokens).await?;
+    // Rare, so boxed: every other request's future does not carry the space of reading it.
+    let pending = if tokens.needs_body(&parts.headers) {
+        Box::pin(body::read_first_if_signed(body, &mut parts.headers, &body_resolver, &limits, &tokens)).await?
+    } else {
+        Pending::Unsubstituted(body)
+    };
     let uri = head.substitute(&mut parts.headers, &resolvers, &tokens)?;
-    let (body, replayable) = body::finish(pending, &parts.method, &mut parts.headers, body_resolver, limits).await?;
+    let (body, replayable) = match pending {
+        Pending::Unsubstituted(body) => {
+            body::substituted(body, &parts.method, &mut parts.headers, body_resolver, limits).await?
+        }
+        Pending::Ready(body, replay) => (body, replay),
+    };
     let body = counted(body, seen.as_deref());
     // Invariant 7: the body may have taken a while; no token leaves after its `exp`.
     tokens.check_fresh(SystemTime::now())?;
-    let mut response = send(snapshot, parts, uri, body, &target, network_set, protocol).await?;
+    let mut response =
+        send(snapshot, upstream_request(parts, uri, body, protocol), &target, network_set, protocol).await?;
 
     let dpop_nonce = tokens.retry_for_dpop_nonce(&response);
     if response.status() == http::StatusCode::UNAUTHORIZED {
@@ -276,7 +338,8 @@ async fn fetch(
                 )?;
                 let body = counted(body, seen.as_deref());
                 tokens.check_fresh(SystemTime::now())?;
-                response = send(snapshot, parts, uri, body, &target, network_set, protocol).await?;
+                response = send(snapshot, upstream_request(parts, uri, body, protocol), &target, network_set, protocol)
+                    .await?;
                 tokens.retry_for_dpop_nonce(&response);
             }
         }
@@ -436,25 +499,35 @@ fn counted(body: ProxyBody, seen: Option<&Seen>) -> ProxyBody {
     }
 }
 
-/// Sends a request with the client of `[policy]` rule set `network_set`.
-async fn send(
-    snapshot: &Snapshot,
+/// The request sent upstream: `parts` with the upstream URI and the protocol's version.
+fn upstream_request(
     mut parts: http::request::Parts,
     uri: Uri,
     body: ProxyBody,
+    protocol: Protocol,
+) -> Request<ProxyBody> {
+    parts.uri = uri;
+    parts.version = if protocol == Protocol::Http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    Request::from_parts(parts, body)
+}
+
+/// Sends a request with the client of `[policy]` rule set `network_set`.
+///
+/// It takes the request whole: every parameter of an async function is stored in its
+/// future, and each layer above stores that future again.
+async fn send(
+    snapshot: &Snapshot,
+    req: Request<ProxyBody>,
     target: &Target,
     network_set: usize,
     protocol: Protocol,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    parts.uri = uri;
-    parts.version = if protocol == Protocol::Http2 { Version::HTTP_2 } else { Version::HTTP_11 };
-    let req = Request::from_parts(parts, body);
     let client = snapshot.upstream.client_for(network_set, protocol);
-    let response = match tokio::time::timeout(snapshot.config.proxy.request_timeout, client.request(req)).await {
+    match tokio::time::timeout(snapshot.config.proxy.request_timeout, client.request(req)).await {
         Err(_) => {
             let error = ProxyError::UpstreamTimeout(target.authority.to_string());
             metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
-            return Err(error);
+            Err(error)
         }
         Ok(Err(e)) => {
             let error = classify(&e, target);
@@ -463,10 +536,17 @@ async fn send(
             if !matches!(error, ProxyError::Refused(_) | ProxyError::PolicyDenied(_)) {
                 metrics::counter!("upstream_errors_total", "kind" => error.code()).increment(1);
             }
-            return Err(error);
+            Err(error)
         }
-        Ok(Ok(r)) => r,
-    };
+        Ok(Ok(response)) => Ok(from_upstream(response, snapshot.config.proxy.body_timeout)),
+    }
+}
+
+/// An upstream's response as the client gets it (before redaction).
+fn from_upstream(
+    response: Response<super::client::UpstreamBody>,
+    body_timeout: std::time::Duration,
+) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
         // The body was framed by Transfer-Encoding; a Content-Length beside it is stale
@@ -475,12 +555,9 @@ async fn send(
     }
     upgrade::strip_response_headers(parts.status, &mut parts.headers);
     // The body is cut if the upstream pauses longer than body_timeout in the middle of it.
-    let body = if body.is_end_stream() {
-        body.boxed_unsync()
-    } else {
-        TimedBody::new(body, snapshot.config.proxy.body_timeout).boxed_unsync()
-    };
-    Ok(Response::from_parts(parts, body))
+    let body =
+        if body.is_end_stream() { body.boxed_unsync() } else { TimedBody::new(body, body_timeout).boxed_unsync() };
+    Response::from_parts(parts, body)
 }
 
 /// Maps an upstream client error to what the user should be told.

@@ -326,7 +326,7 @@ pin_project_lite::pin_project! {
     pub struct Tracked {
         #[pin]
         inner: ProxyBody,
-        _in_flight: InFlight,
+        _in_flight: Option<InFlight>,
     }
 }
 
@@ -368,11 +368,6 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyServ
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let proxy = self.proxy.clone();
-        let entry = self.entry.clone();
-        let peer = self.peer.clone();
-        let in_flight = self.activity.begin();
-        let activity = Arc::clone(&self.activity);
         let connect = req.method() == http::Method::CONNECT;
         if connect || req.headers().contains_key(http::header::UPGRADE) {
             // A tunnel or upgrade opened by this request outlives the connection's HTTP
@@ -384,14 +379,53 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ProxyServ
                 req.extensions_mut().insert(drain.clone());
             }
         }
-        Box::pin(async move {
-            let response = proxy.handle(req, &entry, &peer).await;
-            let status = response.status();
-            if status == http::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
-                activity.upgraded.store(true, Ordering::Release);
-            }
-            Ok(response.map(|inner| Tracked { inner, _in_flight: in_flight }))
-        })
+        let finish = Finish { activity: Arc::clone(&self.activity), in_flight: Some(self.activity.begin()), connect };
+        // One box per request, holding only the future of the kind of request this is.
+        if connect {
+            let (proxy, entry, peer) = (self.proxy.clone(), self.entry.clone(), self.peer.clone());
+            return Box::pin(Responding { inner: async move { proxy.connect(req, &entry, &peer).await }, finish });
+        }
+        if let Some(answer) = self.proxy.answer_locally(&req, &self.entry) {
+            return Box::pin(Responding { inner: std::future::ready(answer), finish });
+        }
+        let inner = self.proxy.forward(req, self.entry.clone(), self.peer.clone());
+        Box::pin(Responding { inner, finish })
+    }
+}
+
+/// What happens when a request's response is ready: the connection learns whether it was
+/// handed to a tunnel or upgrade, and the request stays in flight until its body is sent.
+struct Finish {
+    activity: Arc<Activity>,
+    in_flight: Option<InFlight>,
+    connect: bool,
+}
+
+pin_project_lite::pin_project! {
+    /// A request's future as hyper polls it: the request path's own future, finished by
+    /// [`Finish`] (a hand-written future rather than an `async` block, which would store the
+    /// request path's future twice: as what it captured and as what it awaits).
+    struct Responding<F> {
+        #[pin]
+        inner: F,
+        finish: Finish,
+    }
+}
+
+impl<F: std::future::Future<Output = http::Response<ProxyBody>>> std::future::Future for Responding<F> {
+    type Output = Result<http::Response<Tracked>, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx));
+        let finish = this.finish;
+        let status = response.status();
+        if status == http::StatusCode::SWITCHING_PROTOCOLS || (finish.connect && status.is_success()) {
+            finish.activity.upgraded.store(true, Ordering::Release);
+        }
+        // Taken once: hyper never polls a finished future again.
+        let in_flight = finish.in_flight.take();
+        std::task::Poll::Ready(Ok(response.map(|inner| Tracked { inner, _in_flight: in_flight })))
     }
 }
 

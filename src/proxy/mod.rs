@@ -58,24 +58,42 @@ impl Proxy {
         self.state.load_full()
     }
 
-    /// Serves one request that arrived through `entry` from `peer`.
-    pub async fn handle(&self, req: Request<Incoming>, entry: &Entry, peer: &Peer) -> Response<ProxyBody> {
-        if req.method() == Method::CONNECT {
+    /// Answers a CONNECT request that arrived through `entry` from `peer`.
+    pub async fn connect(&self, req: Request<Incoming>, entry: &Entry, peer: &Peer) -> Response<ProxyBody> {
+        match entry {
+            Entry::Proxy(_) | Entry::Unix(_) => tunnel::connect(self, req, peer).await,
             // CONNECT opens a tunnel, which only the proxy port offers. Elsewhere its target
             // would be treated as a path and could end up in a library's log line.
-            return match entry {
-                Entry::Proxy(_) | Entry::Unix(_) => tunnel::connect(self, req, peer).await,
-                _ => {
-                    metrics::counter!("proxy_requests_total", "route" => "none", "status" => "405").increment(1);
-                    crate::error::ProxyError::ConnectNotAllowed.into_response()
-                }
-            };
+            _ => {
+                metrics::counter!("proxy_requests_total", "route" => "none", "status" => "405").increment(1);
+                crate::error::ProxyError::ConnectNotAllowed.into_response()
+            }
         }
+    }
+
+    /// The answer to a request the proxy answers itself without awaiting anything: `OPTIONS *`
+    /// on the proxy port asks about the proxy, not about an upstream.
+    pub fn answer_locally(&self, req: &Request<Incoming>, entry: &Entry) -> Option<Response<ProxyBody>> {
         if matches!(entry, Entry::Proxy(_) | Entry::Unix(_)) && req.method() == Method::OPTIONS && req.uri() == "*" {
-            // `OPTIONS *` on the proxy port asks about the proxy itself.
             metrics::counter!("proxy_requests_total", "route" => "none", "status" => "200").increment(1);
-            return tunnel::options_answer();
+            return Some(tunnel::options_answer());
         }
-        forward::forward(self.snapshot(), &self.budget, entry, peer, req).await
+        None
+    }
+
+    /// Forwards any other request that arrived through `entry` from `peer`.
+    ///
+    /// A plain function returning the request path's future rather than an `async fn`
+    /// awaiting it: every async layer stores its callee's whole state and copies it when it
+    /// starts, so the listener decides what kind of request it serves before anything is
+    /// awaited, and the forwarded request's future holds neither a CONNECT tunnel's state
+    /// nor a dispatcher's.
+    pub fn forward(
+        &self,
+        req: Request<Incoming>,
+        entry: Entry,
+        peer: Peer,
+    ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'static {
+        forward::forward(self.snapshot(), Arc::clone(&self.budget), entry, peer, req)
     }
 }
