@@ -158,7 +158,29 @@ impl fmt::Display for HostPattern {
 /// characters outside DNS names, malformed IPv6 literals. The same rules as route hosts, so
 /// what a request names and what a route binds are compared in one spelling.
 pub fn canonical_host(raw: &str) -> Result<String, &'static str> {
+    // Every request asks this once; nearly all name their host canonically already.
+    if is_canonical_name(raw) {
+        return Ok(raw.to_owned());
+    }
     normalize_host(raw, false)
+}
+
+/// Whether `raw` is a host [`normalize_host`] would accept and return unchanged, judged in
+/// one pass over its bytes: lowercase DNS labels (letters, digits, '-', '_') of 1 to 63
+/// bytes, no trailing dot, at most 253 bytes. Anything else takes the full validation.
+fn is_canonical_name(raw: &str) -> bool {
+    if raw.len() > MAX_HOST_LEN {
+        return false;
+    }
+    let mut label = 0usize;
+    for &b in raw.as_bytes() {
+        match b {
+            b'.' if label > 0 => label = 0,
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' if label < MAX_LABEL_LEN => label += 1,
+            _ => return false,
+        }
+    }
+    label > 0
 }
 
 /// Validates a host (or wildcard suffix without its `*.`) and returns its
@@ -580,6 +602,39 @@ impl<T> RouteTable<T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_canonical_name_shortcut_agrees_with_full_validation() {
+        let long_label = "a".repeat(64);
+        let long_host = ["a"; 127].join(".");
+        for host in [
+            "api.example",
+            "127.0.0.1",
+            "a",
+            "x-y_z.example",
+            "API.example",
+            "api.example.",
+            ".api",
+            "a..b",
+            "",
+            "[::1]",
+            "host:80",
+            "*.example",
+            "ex*ample",
+            "caf\u{e9}.example",
+            "a b",
+            &long_label,
+            &long_host,
+            &format!("{long_host}.x"),
+        ] {
+            if is_canonical_name(host) {
+                assert_eq!(normalize_host(host, false).as_deref(), Ok(host), "{host:?}");
+            }
+            assert_eq!(canonical_host(host), normalize_host(host, false), "{host:?}");
+        }
+        assert!(is_canonical_name("api.example") && is_canonical_name("10.0.0.1"));
+        assert!(!is_canonical_name("Api.example") && !is_canonical_name("api.example."));
+    }
+
     use super::*;
     use proptest::prelude::*;
     use std::cmp::Reverse;
