@@ -18,7 +18,7 @@
 # HTTPS (benches/load_https.sh): HTTPS_CASES (default "https-keepalive https-newconn
 # https-resume h2"), HTTPS_CONNS (keep-alive connections, "1 16 256"), HTTPS_NEWCONN_CONNS
 # (workers opening a connection per request, "1 16"), HTTPS_H2_STREAMS (64), HTTPS_PEERS
-# ("direct sidecar nginx mitmproxy"), NGINX_TLS13_SUITES (nginx's preferred TLS 1.3 suites,
+# ("direct sidecar nginx floor mitmproxy"), NGINX_TLS13_SUITES (nginx's preferred TLS 1.3 suites,
 # by default the sidecar's own order; empty for OpenSSL's).
 #
 # Everything runs on 127.0.0.1: an nginx upstream answering a small static 200, and in front
@@ -77,7 +77,7 @@ HTTPS_CASES=${HTTPS_CASES:-"https-keepalive https-newconn https-resume h2"}
 HTTPS_CONNS=${HTTPS_CONNS:-"1 16 256"}
 HTTPS_NEWCONN_CONNS=${HTTPS_NEWCONN_CONNS:-"1 16"}
 HTTPS_H2_STREAMS=${HTTPS_H2_STREAMS:-64}
-HTTPS_PEERS=${HTTPS_PEERS:-"direct sidecar nginx mitmproxy"}
+HTTPS_PEERS=${HTTPS_PEERS:-"direct sidecar nginx floor mitmproxy"}
 CONNS=${CONNS:-"1 16 256"}
 REFRESH_CONNS=${REFRESH_CONNS:-"1 16"}
 CACHE_CONNS=${CACHE_CONNS:-"1 16 256"}
@@ -606,22 +606,26 @@ record_shared_hits() { # $1 mode, $2 conns
 
 # Builds benches/floor_proxy with the release profile (fat LTO, like the sidecar) once.
 FLOOR=""
-start_floor() {
-  local name=floor
-  if [ -z "$FLOOR" ]; then
-    log "building benches/floor_proxy (release profile)"
-    FLOOR=$(cargo bench --no-run --bench floor_proxy --profile release --message-format=json 2>"$LOGS/floor-build.log" |
-      python3 -c '
+# Builds benches/floor_proxy once and sets FLOOR to its path.
+build_floor() {
+  [ -n "$FLOOR" ] && return 0
+  log "building benches/floor_proxy (release profile)"
+  FLOOR=$(cargo bench --no-run --bench floor_proxy --profile release --message-format=json 2>"$LOGS/floor-build.log" |
+    python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor_proxy" and m.get("executable"):
         print(m["executable"])')
-    [ -x "$FLOOR" ] || {
-      cat "$LOGS/floor-build.log" >&2
-      exit 1
-    }
-  fi
+  [ -x "$FLOOR" ] || {
+    cat "$LOGS/floor-build.log" >&2
+    exit 1
+  }
+}
+
+start_floor() {
+  local name=floor
+  build_floor
   pick_port
   PORT_OF[$name]=$PORT
   start "$name" "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP" --authorization "Bearer $FIXED_TOKEN"
@@ -748,12 +752,17 @@ if [ "$MODE" = all ] || [ "$MODE" = https ]; then
     case $case_name in
     https-keepalive) for c in $HTTPS_CONNS; do run_case "$case_name" "$c" "${HTTPS_PEER_LIST[@]}"; done ;;
     https-newconn | https-resume)
-      for c in $HTTPS_NEWCONN_CONNS; do run_case "$case_name" "$c" "${HTTPS_PEER_LIST[@]}"; done
+      # The floor is the keep-alive case's: a handshake costs what rustls costs, measured
+      # by the sidecar itself here.
+      handshake_peers=()
+      for p in "${HTTPS_PEER_LIST[@]}"; do [ "$p" = floor ] || handshake_peers+=("$p"); done
+      for c in $HTTPS_NEWCONN_CONNS; do run_case "$case_name" "$c" "${handshake_peers[@]}"; done
       ;;
     h2)
-      # mitmproxy is left out of the h2 case (it is there for scale, on HTTP/1.1).
+      # mitmproxy is left out of the h2 case (it is there for scale, on HTTP/1.1), and the
+      # floor, which speaks HTTP/1.1 only.
       h2_peers=()
-      for p in "${HTTPS_PEER_LIST[@]}"; do [ "$p" = mitmproxy ] || h2_peers+=("$p"); done
+      for p in "${HTTPS_PEER_LIST[@]}"; do [ "$p" = mitmproxy ] || [ "$p" = floor ] || h2_peers+=("$p"); done
       run_case h2 1 "${h2_peers[@]}"
       ;;
     *)

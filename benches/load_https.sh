@@ -13,6 +13,10 @@
 #                  keepalive 1024), setting the same Authorization header; it prefers the same
 #                  TLS 1.3 suites as the sidecar's interception (NGINX_TLS13_SUITES, AES-128-GCM
 #                  first), so both do the same crypto work (set it empty for OpenSSL's order)
+#   floor          the load client -> benches/floor_proxy terminating TLS (rustls, nginx's
+#                  certificate, the sidecar's suite order) -> TLS to the HTTP/1.1 upstream, one
+#                  upstream connection per client connection, the same fixed header: what the
+#                  stack costs on this path (https-keepalive only)
 #   mitmproxy      the load client -> CONNECT -> mitmdump intercepting with its CA -> upstream
 # Cases (the load client is benches/tls_load, one thread like wrk -t1; requests as in the
 # plain case, POST /bench with the placeholder header and JSON body):
@@ -221,6 +225,20 @@ EOF
   CA_OF[$name]=$CERTS/ca.pem
 }
 
+# The floor of the HTTPS keep-alive case: benches/floor_proxy terminating TLS (rustls, the
+# same certificate as nginx) and speaking TLS to the HTTP/1.1 upstream.
+start_floor_tls() {
+  local name=floor
+  build_floor
+  pick_port
+  PORT_OF[$name]=$PORT
+  start "$name" "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP_TLS1" --authorization "Bearer $FIXED_TOKEN" \
+    --tls-cert "$CERTS/nginx.pem" --tls-key "$CERTS/nginx.key" --upstream-ca "$CERTS/ca.pem" --upstream-name localhost
+  PID_OF[$name]=$STARTED_PID
+  wait_port "$PORT" "$STARTED_PID" "$name"
+  CA_OF[$name]=$CERTS/ca.pem
+}
+
 start_mitm_https() {
   start_mitm --set ssl_verify_upstream_trusted_ca="$CERTS/ca.pem"
   local i
@@ -233,6 +251,7 @@ start_https_peer() {
   direct) CA_OF[direct]=$CERTS/ca.pem ;;
   sidecar) start_sidecar_https ;;
   nginx) start_nginx_tls ;;
+  floor) start_floor_tls ;;
   mitmproxy) start_mitm_https ;;
   esac
 }
@@ -248,6 +267,7 @@ tls_target_args() {
     [ "$mode" = h2 ] && port=${PORT2_OF[nginx]}
     echo "--target localhost:$port --connect 127.0.0.1:$port"
     ;;
+  floor) echo "--target localhost:${PORT_OF[floor]} --connect 127.0.0.1:${PORT_OF[floor]}" ;;
   *) echo "--proxy 127.0.0.1:${PORT_OF[$name]} --target localhost:$up" ;;
   esac
 }

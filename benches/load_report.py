@@ -171,6 +171,8 @@ def main(argv):
                 "sidecar_over_mitmproxy_rps": ratio(mode, conns, "sidecar", "mitmproxy", rps),
                 "sidecar_over_mitmproxy_cpu": ratio(mode, conns, "sidecar", "mitmproxy", cpu_us),
                 "sidecar_over_direct_rps": ratio(mode, conns, "sidecar", "direct", rps),
+                "floor_over_nginx_cpu": ratio(mode, conns, "floor", "nginx", cpu_us),
+                "sidecar_over_floor_cpu": ratio(mode, conns, "sidecar", "floor", cpu_us),
             })
         else:
             row.update({
@@ -234,13 +236,14 @@ def main(argv):
     if https:
         print()
         print("| mode | conns | sidecar/nginx req/s | sidecar/nginx p99 | sidecar/nginx CPU/req | sidecar/mitmproxy req/s | "
-              "sidecar/mitmproxy CPU/req | sidecar/direct req/s |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+              "sidecar/mitmproxy CPU/req | sidecar/direct req/s | floor/nginx CPU/req | sidecar/floor CPU/req |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in https:
             print(f"| {r['mode']} | {r['conns']} | {fmt(r['sidecar_over_nginx_rps'], '.2f')} | "
                   f"{fmt(r['sidecar_over_nginx_p99'], '.2f')} | {fmt(r['sidecar_over_nginx_cpu'], '.2f')} | "
                   f"{fmt(r['sidecar_over_mitmproxy_rps'], '.1f')} | {fmt(r['sidecar_over_mitmproxy_cpu'], '.3f')} | "
-                  f"{fmt(r['sidecar_over_direct_rps'], '.2f')} |")
+                  f"{fmt(r['sidecar_over_direct_rps'], '.2f')} | {fmt(r['floor_over_nginx_cpu'], '.2f')} | "
+                  f"{fmt(r['sidecar_over_floor_cpu'], '.2f')} |")
     cache = [r for r in ratios if r["mode"] == "cache"]
     if cache:
         print()

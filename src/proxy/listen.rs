@@ -350,7 +350,8 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// The hyper service for one connection: every request goes to [`Proxy::handle`].
+/// The hyper service for one connection: a CONNECT goes to [`Proxy::connect`], `OPTIONS *`
+/// to [`Proxy::answer_locally`], every other request to [`Proxy::forward`].
 #[derive(Clone)]
 struct ProxyService {
     proxy: Proxy,
