@@ -10,7 +10,8 @@ use toml::Spanned;
 
 use super::diagnostic::Collector;
 use super::raw::{RawCache, RawRouteCache};
-use super::values::{parse_duration, parse_size};
+use super::validate::positive_size;
+use super::values::parse_duration;
 
 /// Where stored responses live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,7 +81,7 @@ pub(super) fn global(raw: Option<&Spanned<RawCache>>, fleet: bool, c: &mut Colle
     let Some(raw) = raw.map(Spanned::get_ref) else { return d };
     CacheSettings {
         backend: raw.backend.as_ref().map_or(d.backend, |b| backend(b, fleet, c)),
-        max_bytes: raw.max_bytes.as_ref().map_or(d.max_bytes, |s| size(s, "cache.max_bytes", d.max_bytes, c)),
+        max_bytes: positive_size(&raw.max_bytes, "cache.max_bytes", d.max_bytes, c),
         coalesce_wait: raw
             .coalesce_wait
             .as_ref()
@@ -136,7 +137,7 @@ pub(super) fn route(
                 .ok()
         })
         .collect();
-    let max_body = r.max_body.as_ref().map_or(1 << 20, |s| size(s, &key("max_body"), 1 << 20, c));
+    let max_body = positive_size(&r.max_body, &key("max_body"), 1 << 20, c);
     if max_body > MAX_BODY {
         let span = r.max_body.as_ref().map_or(raw.span(), Spanned::span);
         c.error(span, key("max_body"), "must be at most 1GiB: a function result is a small answer, held in memory");
@@ -216,20 +217,6 @@ fn duration(s: &Spanned<String>, key: &str, default: Duration, positive: bool, c
             default
         }
         Ok(d) => d,
-        Err(e) => {
-            c.error(s.span(), key, e);
-            default
-        }
-    }
-}
-
-fn size(s: &Spanned<String>, key: &str, default: u64, c: &mut Collector<'_>) -> u64 {
-    match parse_size(s.get_ref()) {
-        Ok(n) if n > 0 => n,
-        Ok(_) => {
-            c.error(s.span(), key, "must be larger than zero");
-            default
-        }
         Err(e) => {
             c.error(s.span(), key, e);
             default

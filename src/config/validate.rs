@@ -159,23 +159,25 @@ pub(super) fn positive_duration(
     }
 }
 
+/// A size setting that must be larger than zero, collected like [`positive_duration`].
+pub(super) fn positive_size(v: &Option<Spanned<String>>, key: &str, default: u64, c: &mut Collector<'_>) -> u64 {
+    let Some(s) = v else { return default };
+    match parse_size(s.get_ref()) {
+        Ok(n) if n > 0 => n,
+        Ok(_) => {
+            c.error(s.span(), key, "must be larger than zero");
+            default
+        }
+        Err(e) => {
+            c.error(s.span(), key, e);
+            default
+        }
+    }
+}
+
 fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> ProxySettings {
     let p = &raw.proxy;
     let d = ProxySettings::default();
-    let size = |v: &Option<Spanned<String>>, key: &str, default: u64, c: &mut Collector<'_>| match v {
-        None => default,
-        Some(s) => match parse_size(s.get_ref()) {
-            Ok(n) if n > 0 => n,
-            Ok(_) => {
-                c.error(s.span(), key, "must be larger than zero");
-                default
-            }
-            Err(e) => {
-                c.error(s.span(), key, e);
-                default
-            }
-        },
-    };
     let count = |v: &Option<Spanned<i64>>, key: &str, default: usize, c: &mut Collector<'_>| {
         v.as_ref().map_or(default, |n| positive(n, key, c).unwrap_or(default))
     };
@@ -188,9 +190,9 @@ fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> Pr
             c,
         ))
         .unwrap_or(u32::MAX),
-        max_header_bytes: size(&p.max_header_bytes, "proxy.max_header_bytes", d.max_header_bytes, c),
-        max_uri_bytes: size(&p.max_uri_bytes, "proxy.max_uri_bytes", d.max_uri_bytes, c),
-        max_buffered_total: size(&p.max_buffered_total, "proxy.max_buffered_total", d.max_buffered_total, c),
+        max_header_bytes: positive_size(&p.max_header_bytes, "proxy.max_header_bytes", d.max_header_bytes, c),
+        max_uri_bytes: positive_size(&p.max_uri_bytes, "proxy.max_uri_bytes", d.max_uri_bytes, c),
+        max_buffered_total: positive_size(&p.max_buffered_total, "proxy.max_buffered_total", d.max_buffered_total, c),
         handshake_timeout: positive_duration(&p.handshake_timeout, "proxy.handshake_timeout", d.handshake_timeout, c),
         header_timeout: positive_duration(&p.header_timeout, "proxy.header_timeout", d.header_timeout, c),
         body_timeout: positive_duration(&p.body_timeout, "proxy.body_timeout", d.body_timeout, c),
@@ -500,6 +502,35 @@ tokens = ["acme", "nope"]
         let keys: Vec<&str> = errors.0.iter().map(|d| d.key_path.as_str()).collect();
         assert_eq!(keys, ["proxy.request_timout", "tokens.acme.key_file", "routes[0].tokens"], "{errors}");
         assert!(errors.0[2].message.contains("\"nope\""), "{errors}");
+    }
+
+    /// Zero sizes and durations are refused alike in every section that has them, each with
+    /// its own key, and all in one pass.
+    #[test]
+    fn zero_sizes_and_durations_are_refused_in_every_section() {
+        let text = r#"
+[proxy]
+max_uri_bytes = "0"
+body_timeout = "0s"
+
+[cache]
+max_bytes = "0KiB"
+
+[[routes]]
+host = "api.example.com"
+
+[routes.cache]
+ttl = "60s"
+max_body = "lots"
+"#;
+        let errors = Config::from_text(Path::new("/tmp/sidecar.toml"), text).expect_err("four problems");
+        let found: Vec<(&str, &str)> = errors.0.iter().map(|d| (d.key_path.as_str(), d.message.as_str())).collect();
+        let zero = |key: &str, message: &str| found.contains(&(key, message));
+        assert!(zero("proxy.max_uri_bytes", "must be larger than zero"), "{errors}");
+        assert!(zero("proxy.body_timeout", "must be longer than zero"), "{errors}");
+        assert!(zero("cache.max_bytes", "must be larger than zero"), "{errors}");
+        assert!(found.iter().any(|(key, _)| key.ends_with("cache.max_body")), "{errors}");
+        assert_eq!(errors.0.len(), 4, "{errors}");
     }
 
     #[test]
