@@ -158,18 +158,16 @@ pub enum Pending {
     Ready(ProxyBody, Option<Replayable>),
 }
 
-/// Reads the body first when the request's headers write a token that signs it
-/// ([`read_for_signing`]); otherwise leaves it for [`substituted`].
-pub async fn read_first_if_signed(
+/// Reads the body before the headers are filled in, for a request whose headers write a
+/// token that signs it ([`read_for_signing`]). The caller asks
+/// `RequestTokens::needs_body` first; every other body is left for [`substituted`].
+pub async fn read_first_for_signing(
     body: RequestBody,
     headers: &mut HeaderMap,
     tokens: &Arc<dyn Resolve>,
     limits: &BodyLimits<'_>,
     signing: &crate::snapshot::RequestTokens,
 ) -> Result<Pending, ProxyError> {
-    if !signing.needs_body(headers) {
-        return Ok(Pending::Unsubstituted(body));
-    }
     let empty = match &body {
         RequestBody::Client(client) => client.is_end_stream(),
         RequestBody::Read(read) => read.whole().is_some_and(Bytes::is_empty),

@@ -297,7 +297,7 @@ async fn fetch(
     // A token signed over the body's hash (body_sha256) needs the body before the headers.
     // Rare, so boxed: every other request's future does not carry the space of reading it.
     let pending = if tokens.needs_body(&parts.headers) {
-        Box::pin(body::read_first_if_signed(body, &mut parts.headers, &body_resolver, &limits, &tokens)).await?
+        Box::pin(body::read_first_for_signing(body, &mut parts.headers, &body_resolver, &limits, &tokens)).await?
     } else {
         Pending::Unsubstituted(body)
     };
