@@ -15,6 +15,9 @@
 # (reuse target/release/token-sidecar), SCRAPE_METRICS=1 (GET the sidecars' /metrics every
 # second during a case, as Prometheus would; see item 7 of the issue #6 profile in BENCHMARKS.md for why it matters),
 # BASELINE_BIN (another sidecar build, run as the extra peer `sidecar-base`: name it in PEERS).
+# Peer `sidecar-literal` (name it in PEERS): the sidecar sent the same requests with the token
+# already written where the placeholders stand, so nothing is substituted: what the request
+# path costs without the substitution itself.
 # HTTPS (benches/load_https.sh): HTTPS_CASES (default "https-keepalive https-newconn
 # https-resume h2"), HTTPS_CONNS (keep-alive connections, "1 16 256"), HTTPS_NEWCONN_CONNS
 # (workers opening a connection per request, "1 16"), HTTPS_H2_STREAMS (64), HTTPS_PEERS
@@ -301,12 +304,14 @@ FIXED_TOKEN=$("$SIDECAR" --config "$CONF/sign.toml" --log error sign api_jwt)
 # ---------------------------------------------------------------- wrk scripts
 BODY='{"query":"status","token":"{/auth_token}","n":1}'
 # $1 file, $2 path (absolute-form URL for proxies, origin-form for direct).
+# $3, when given, is written where the placeholder stands (the request already holds a token).
 wrk_script() {
+  local token=${3:-'{/auth_token}'}
   cat >"$1" <<EOF
-local body = '$BODY'
+local body = '${BODY//\{\/auth_token\}/$token}'
 local req = wrk.format("POST", "$2", {
   ["Host"] = "127.0.0.1:$UP",
-  ["Authorization"] = "Bearer {/auth_token}",
+  ["Authorization"] = "Bearer $token",
   ["Content-Type"] = "application/json",
   ["User-Agent"] = "agent-function/1.0",
   ["Accept"] = "application/json",
@@ -324,6 +329,7 @@ EOF
 }
 wrk_script "$WORK/proxy.lua" "http://127.0.0.1:$UP/bench"
 wrk_script "$WORK/direct.lua" "/bench"
+wrk_script "$WORK/literal.lua" "http://127.0.0.1:$UP/bench" "$FIXED_TOKEN"
 
 # The cache case: a GET lookup, the same every time. $1 file, $2 target.
 wrk_get_script() {
@@ -539,6 +545,7 @@ run_wrk() {
     url="http://127.0.0.1:${PORT_OF[$name]}/bench"
     script=$WORK/proxy.lua
   fi
+  [ "$name" = sidecar-literal ] && script=$WORK/literal.lua
   if [ "$mode" = cache ] || [ "$mode" = shared-cache ]; then
     script=$WORK/$mode-${script##*/}
   fi
@@ -640,6 +647,7 @@ start_peer() {
   sidecar) start_sidecar sidecar 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   sidecar-2w) start_sidecar sidecar-2w 2 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   sidecar-base) start_sidecar sidecar-base 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
+  sidecar-literal) start_sidecar sidecar-literal 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   nginx) start_nginx_proxy nginx ;;
   nginx-cache) start_nginx_proxy nginx-cache ;;
   sidecar-cache) start_sidecar sidecar-cache 1 "$KEYS/demo-rsa.key.pem" 15m 3m $'[routes.cache]\nttl = "10m"' ;;

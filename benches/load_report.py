@@ -138,6 +138,9 @@ def main(argv):
                 "floor_over_nginx_cpu": ratio(mode, conns, "floor", "nginx", cpu_us),
                 "sidecar_over_floor_cpu": ratio(mode, conns, "sidecar", "floor", cpu_us),
                 "sidecar_over_base_rps": ratio(mode, conns, "sidecar", "sidecar-base", rps),
+                "literal_over_sidecar_cpu": ratio(mode, conns, "sidecar-literal", "sidecar", cpu_us),
+                "literal_over_nginx_cpu": ratio(mode, conns, "sidecar-literal", "nginx", cpu_us),
+                "literal_over_floor_cpu": ratio(mode, conns, "sidecar-literal", "floor", cpu_us),
             })
         elif mode == "cache":
             row.update({
@@ -228,6 +231,13 @@ def main(argv):
                   f"{fmt(r['sidecar2w_over_nginx_rps'], '.2f')} | {fmt(r['sidecar_over_mitmproxy_rps'], '.1f')} | "
                   f"{fmt(r['sidecar_over_base_cpu'], '.2f')} | {fmt(r['sidecar_over_base_rps'], '.2f')} | "
                   f"{fmt(r['floor_over_nginx_cpu'], '.2f')} | {fmt(r['sidecar_over_floor_cpu'], '.2f')} |")
+        if any(r["literal_over_sidecar_cpu"] is not None for r in plain):
+            print()
+            print("| conns | literal/sidecar CPU/req | literal/nginx CPU/req | literal/floor CPU/req |")
+            print("|---:|---:|---:|---:|")
+            for r in plain:
+                print(f"| {r['conns']} | {fmt(r['literal_over_sidecar_cpu'], '.2f')} | "
+                      f"{fmt(r['literal_over_nginx_cpu'], '.2f')} | {fmt(r['literal_over_floor_cpu'], '.2f')} |")
     https = [r for r in ratios if r["mode"] in HTTPS_MODES]
     if suites:
         print()
