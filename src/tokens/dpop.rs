@@ -159,23 +159,7 @@ pub fn build(
     let before = c.len();
     let r = raw.get_ref();
     let at = |field: &str| format!("{}.{field}", ctx.key_path);
-    let not_here: [(&str, Option<std::ops::Range<usize>>); 10] = [
-        ("ttl", r.ttl.as_ref().map(Spanned::span)),
-        ("refresh_before", r.refresh_before.as_ref().map(Spanned::span)),
-        ("iat_skew", r.iat_skew.as_ref().map(Spanned::span)),
-        ("kid", r.kid.as_ref().map(Spanned::span)),
-        ("typ", r.typ.as_ref().map(Spanned::span)),
-        ("auto_claims", r.auto_claims.as_ref().map(Spanned::span)),
-        ("claims", r.claims.values().next().map(Spanned::span)),
-        ("header", r.header.values().next().map(Spanned::span)),
-        ("dpop", r.dpop.as_ref().map(Spanned::span)),
-        ("per_request", r.per_request.as_ref().map(Spanned::span)),
-    ];
-    let others = super::oauth2::exchange_fields(raw).into_iter().chain(super::per_request::per_request_fields(raw));
-    for (field, span) in not_here.into_iter().filter_map(|(f, s)| Some((f, s?))).chain(others) {
-        if field == "per_request" && r.per_request.is_none() {
-            continue;
-        }
+    for (field, span) in super::fields::not_taken_by(r, super::fields::Kinds::DPOP) {
         c.error(
             span,
             at(field),

@@ -8,6 +8,7 @@
 pub mod algorithm;
 pub mod der;
 pub mod dpop;
+mod fields;
 pub mod jwe;
 pub mod jwk;
 pub mod jwt;
@@ -139,15 +140,13 @@ impl TokenDefinition {
                 }
             }
         }
-        for (field, span) in oauth2::exchange_fields(raw) {
-            c.error(
-                span,
-                at(field),
-                "does not apply to kind = \"jwt\" (set kind = \"oauth2\" to exchange a token at a token endpoint)",
-            );
-        }
-        if let Some(d) = &r.dpop {
-            c.error(d.span(), at("dpop"), "applies to kind = \"oauth2\" tokens (name a kind = \"dpop\" key there)");
+        for (field, span) in fields::not_taken_by(r, fields::Kinds::JWT) {
+            let why = if field == "dpop" {
+                "applies to kind = \"oauth2\" tokens (name a kind = \"dpop\" key there)"
+            } else {
+                "does not apply to kind = \"jwt\" (set kind = \"oauth2\" to exchange a token at a token endpoint)"
+            };
+            c.error(span, at(field), why);
         }
         let algorithm = match &r.algorithm {
             None => {
@@ -469,36 +468,14 @@ impl TokenDefinition {
 fn build_secret(ctx: &BuildContext<'_>, raw: &Spanned<RawToken>, c: &mut Collector<'_>) -> Option<TokenDefinition> {
     let before = c.len();
     let r = raw.get_ref();
-    // Fields that only mean something for a signed token.
-    let signing_only: [(&str, Option<std::ops::Range<usize>>); 10] = [
-        ("algorithm", r.algorithm.as_ref().map(Spanned::span)),
-        ("key_type", r.key_type.as_ref().map(Spanned::span)),
-        ("ttl", r.ttl.as_ref().map(Spanned::span)),
-        ("refresh_before", r.refresh_before.as_ref().map(Spanned::span)),
-        ("iat_skew", r.iat_skew.as_ref().map(Spanned::span)),
-        ("kid", r.kid.as_ref().map(Spanned::span)),
-        ("typ", r.typ.as_ref().map(Spanned::span)),
-        ("auto_claims", r.auto_claims.as_ref().map(Spanned::span)),
-        ("claims", r.claims.values().next().map(|_| raw.span())),
-        ("header", r.header.values().next().map(|_| raw.span())),
-    ];
-    let exchange_only = oauth2::exchange_fields(raw).into_iter().map(|(f, s)| (f, Some(s)));
-    let jose_only = per_request::per_request_fields(raw)
-        .into_iter()
-        .chain(r.allow_slow_signing.as_ref().map(|a| ("allow_slow_signing", a.span())))
-        .chain(r.dpop.as_ref().map(|d| ("dpop", d.span())))
-        .map(|(f, s)| (f, Some(s)));
-    for (field, span) in signing_only.into_iter().chain(exchange_only).chain(jose_only) {
-        if let Some(span) = span {
-            c.error(
-                span,
-                format!("{}.{field}", ctx.key_path),
-                "does not apply to kind = \"secret\" (a static value from key_env, key_file or key)",
-            );
-        }
+    for (field, span) in fields::not_taken_by(r, fields::Kinds::SECRET) {
+        c.error(
+            span,
+            format!("{}.{field}", ctx.key_path),
+            "does not apply to kind = \"secret\" (a static value from key_env, key_file or key)",
+        );
     }
-    let r_ = raw.get_ref();
-    let (material, key_file) = read_key(ctx, "", raw.span(), [&r_.key, &r_.key_file, &r_.key_env], c);
+    let (material, key_file) = read_key(ctx, "", raw.span(), [&r.key, &r.key_file, &r.key_env], c);
     let material = material?;
     if let Some(at) = material.iter().position(|&b| b < 0x20 || b == 0x7f) {
         let (field, span) = key_source(raw);
@@ -792,6 +769,33 @@ mod tests {
         assert!(!errors.to_string().contains("a\tb"), "the value is not echoed: {errors}");
         let errors = secret_config(dir.path(), "").expect_err("no value");
         assert!(errors.0[0].message.contains("no key given"), "{errors}");
+    }
+
+    /// Each kind refuses a field it does not take, pointing at the line that sets it, with
+    /// its own explanation (one table decides which kind takes what: see `fields`).
+    #[test]
+    fn every_kind_refuses_a_field_it_does_not_take_at_its_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("jwt", "grant = \"client_credentials\"", "grant", "does not apply to kind = \"jwt\""),
+            ("jwt", "dpop = \"proof\"", "dpop", "applies to kind = \"oauth2\" tokens"),
+            ("secret", "kid = \"1\"", "kid", "does not apply to kind = \"secret\""),
+            ("secret", "[tokens.t.claims]\nsub = \"a\"", "claims", "does not apply to kind = \"secret\""),
+            ("oauth2", "kid = \"1\"", "kid", "does not apply to kind = \"oauth2\""),
+            ("dpop", "token_url = \"https://issuer.example/token\"", "token_url", "does not apply to kind = \"dpop\""),
+        ];
+        for (kind, line, field, says) in cases {
+            let text = format!("[tokens.t]\nkind = \"{kind}\"\n{line}\n");
+            let errors = crate::config::Config::from_text(&dir.path().join("sidecar.toml"), &text)
+                .expect_err("a field the kind does not take");
+            let key = format!("tokens.t.{field}");
+            let Some(refusal) = errors.0.iter().find(|d| d.key_path == key) else {
+                panic!("{kind} does not refuse {field}: {errors}");
+            };
+            assert!(refusal.message.contains(says), "{kind}/{field}: {errors}");
+            let line_of_field = if field == "claims" { 4 } else { 3 };
+            assert_eq!(refusal.line, line_of_field, "{kind}/{field}: {errors}");
+        }
     }
 
     fn decoded(part: &str) -> serde_json::Value {

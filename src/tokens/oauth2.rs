@@ -86,54 +86,6 @@ pub struct Reference {
     pub span: Range<usize>,
 }
 
-/// The fields only `kind = "oauth2"` uses, with their spans, for the other kinds to refuse.
-pub(super) fn exchange_fields(raw: &Spanned<RawToken>) -> Vec<(&'static str, Range<usize>)> {
-    let r = raw.get_ref();
-    let span = |s: Option<Range<usize>>| s;
-    [
-        ("token_url", span(r.token_url.as_ref().map(Spanned::span))),
-        ("grant", r.grant.as_ref().map(Spanned::span)),
-        ("grant_type", r.grant_type.as_ref().map(Spanned::span)),
-        ("assertion", r.assertion.as_ref().map(Spanned::span)),
-        ("scope", r.scope.as_ref().map(Spanned::span)),
-        ("client_id", r.client_id.as_ref().map(Spanned::span)),
-        ("client_auth", r.client_auth.as_ref().map(Spanned::span)),
-        ("client_secret", r.client_secret.as_ref().map(Spanned::span)),
-        ("client_assertion", r.client_assertion.as_ref().map(Spanned::span)),
-        ("form", r.form.values().next().map(Spanned::span)),
-        ("request", r.request.as_ref().map(Spanned::span)),
-        ("response", r.response.as_ref().map(Spanned::span)),
-        ("expose", r.expose.values().next().map(Spanned::span)),
-    ]
-    .into_iter()
-    .filter_map(|(name, s)| Some((name, s?)))
-    .collect()
-}
-
-/// The fields only a signed token uses.
-fn signing_fields(raw: &Spanned<RawToken>) -> Vec<(&'static str, Range<usize>)> {
-    let r = raw.get_ref();
-    [
-        ("algorithm", r.algorithm.as_ref().map(Spanned::span)),
-        ("key_type", r.key_type.as_ref().map(Spanned::span)),
-        ("key", r.key.as_ref().map(Spanned::span)),
-        ("key_file", r.key_file.as_ref().map(Spanned::span)),
-        ("key_env", r.key_env.as_ref().map(Spanned::span)),
-        ("ttl", r.ttl.as_ref().map(Spanned::span)),
-        ("iat_skew", r.iat_skew.as_ref().map(Spanned::span)),
-        ("kid", r.kid.as_ref().map(Spanned::span)),
-        ("typ", r.typ.as_ref().map(Spanned::span)),
-        ("auto_claims", r.auto_claims.as_ref().map(Spanned::span)),
-        ("claims", r.claims.values().next().map(Spanned::span)),
-        ("header", r.header.values().next().map(Spanned::span)),
-        ("allow_slow_signing", r.allow_slow_signing.as_ref().map(Spanned::span)),
-    ]
-    .into_iter()
-    .chain(super::per_request::per_request_fields(raw).into_iter().map(|(n, s)| (n, Some(s))))
-    .filter_map(|(name, s)| Some((name, s?)))
-    .collect()
-}
-
 /// Checks one `kind = "oauth2"` table. Problems go to `c`.
 pub(super) fn build(
     ctx: &BuildContext<'_>,
@@ -148,7 +100,7 @@ pub(super) fn build(
         expand_env_str(s.get_ref(), &lookup).map_err(|e| c.error(s.span(), key, e)).ok()
     };
 
-    for (field, span) in signing_fields(raw) {
+    for (field, span) in super::fields::not_taken_by(r, super::fields::Kinds::OAUTH2) {
         c.error(
             span,
             at(field),

@@ -189,21 +189,6 @@ pub fn expiry(iat: u64, ttl: Duration) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(iat) + Duration::from_secs(ttl.as_secs())
 }
 
-/// The fields a per-request token uses, with their spans, for the other kinds to refuse.
-pub fn per_request_fields(raw: &Spanned<RawToken>) -> Vec<(&'static str, std::ops::Range<usize>)> {
-    let r = raw.get_ref();
-    [
-        ("per_request", r.per_request.as_ref().map(Spanned::span)),
-        ("request_claims", r.request_claims.values().next().map(Spanned::span)),
-        ("request_header", r.request_header.values().next().map(Spanned::span)),
-        ("context_path", r.context_path.as_ref().map(Spanned::span)),
-        ("encrypt", r.encrypt.as_ref().map(Spanned::span)),
-    ]
-    .into_iter()
-    .filter_map(|(name, s)| Some((name, s?)))
-    .collect()
-}
-
 /// Checks the per-request settings of a jwt token: `None` when it is not per-request (its
 /// per-request-only fields are then errors). `algorithm` decides whether it is fast enough.
 pub fn build(
