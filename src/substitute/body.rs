@@ -8,21 +8,17 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context as TaskContext, Poll};
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use http::HeaderMap;
 
 use crate::substitute::escape::escape;
 use crate::substitute::grammar::{Shape, MAX_CARRY, MAX_SPELLING};
 use crate::substitute::scan::lookup;
 use crate::substitute::{Refused, Resolve, Syntax};
 
-/// Error type of [`SubstitutingBody`]: boxed so that hyper accepts it and so a
-/// [`Refused`] can be told apart from transport errors by downcasting.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::substitute::rewrite::{BoxError, Rewrite, RewritingBody};
 
 /// The most a trailer section may grow to once placeholders are filled in.
 pub const MAX_TRAILERS: usize = 64 << 10;
@@ -218,31 +214,56 @@ impl fmt::Debug for BodySubstituter {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// An [`http_body::Body`] that substitutes placeholders in the data frames of
-    /// the body it wraps.
-    ///
-    /// Data is forwarded as it arrives (no buffering beyond the 72-byte carry), so
-    /// large uploads stream through. Trailers pass through unchanged after the
-    /// held-back bytes are flushed. A forbidden placeholder ends the body with a
-    /// boxed [`Refused`] error; data before it may already have been sent, so a
-    /// caller that must refuse cleanly (status 403 instead of a reset) has to
-    /// buffer the body first. The size hint is unknown because substitution
-    /// changes the length.
-    pub struct SubstitutingBody<B> {
-        #[pin]
-        inner: B,
-        subst: BodySubstituter,
-        // Reused output buffer for `BodySubstituter::push`.
-        scratch: Vec<Bytes>,
-        // Pieces produced but not yet returned as frames.
-        pending: VecDeque<Bytes>,
-        // A non-data frame (trailers) to return once `pending` is drained.
-        held: Option<Frame<Bytes>>,
-        // The inner body ended or failed; nothing more will be polled from it.
-        done: bool,
+/// The rewrite a [`SubstitutingBody`] applies: placeholders in the data filled in by a
+/// [`BodySubstituter`], and trailers filled in like headers.
+pub struct Substitution {
+    subst: BodySubstituter,
+    // Reused output buffer for `BodySubstituter::push`.
+    scratch: Vec<Bytes>,
+}
+
+impl Rewrite for Substitution {
+    fn data(&mut self, data: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), BoxError> {
+        if let Err(forbidden) = self.subst.push(data, &mut self.scratch) {
+            self.scratch.clear();
+            return Err(Box::new(forbidden));
+        }
+        out.extend(self.scratch.drain(..));
+        Ok(())
+    }
+
+    fn end(&mut self, out: &mut VecDeque<Bytes>) {
+        self.subst.finish(&mut self.scratch);
+        out.extend(self.scratch.drain(..));
+    }
+
+    /// Trailers are a header section: filled like headers, and a placeholder the route may
+    /// not use ends the body with an error.
+    fn trailers(&mut self, mut trailers: HeaderMap) -> Result<HeaderMap, BoxError> {
+        match crate::substitute::substitute_header_map(&mut trailers, &**self.subst.resolver(), MAX_TRAILERS) {
+            Ok(()) => Ok(trailers),
+            Err(crate::substitute::Bounded::Refused(r)) => Err(Box::new(r)),
+            Err(crate::substitute::Bounded::TooLong) => {
+                Err("trailers are over 64 KiB once placeholders are filled in".into())
+            }
+        }
+    }
+
+    fn holds_nothing(&self) -> bool {
+        self.subst.carry_len() == 0
     }
 }
+
+/// An [`http_body::Body`] that substitutes placeholders in the data frames of the body it
+/// wraps.
+///
+/// Data is forwarded as it arrives (no buffering beyond the 72-byte carry), so large
+/// uploads stream through. Trailers are filled in after the held-back bytes are flushed. A
+/// forbidden placeholder ends the body with a boxed [`Refused`] error; data before it may
+/// already have been sent, so a caller that must refuse cleanly (status 403 instead of a
+/// reset) has to buffer the body first. The size hint is unknown because substitution
+/// changes the length.
+pub type SubstitutingBody<B> = RewritingBody<B, Substitution>;
 
 impl<B> SubstitutingBody<B> {
     /// Wraps `inner`, resolving raw `{/NAME}` placeholders with `resolver`.
@@ -252,101 +273,20 @@ impl<B> SubstitutingBody<B> {
 
     /// Wraps `inner`, a body of the given syntax (see [`Syntax::for_content_type`]).
     pub fn with_syntax(inner: B, resolver: Arc<dyn Resolve>, syntax: Syntax) -> Self {
-        Self {
+        RewritingBody::wrapping(
             inner,
-            subst: BodySubstituter::with_syntax(resolver, syntax),
-            scratch: Vec::new(),
-            pending: VecDeque::new(),
-            held: None,
-            done: false,
-        }
-    }
-}
-
-impl<B> Body for SubstitutingBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        loop {
-            if let Some(data) = this.pending.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
-            if let Some(frame) = this.held.take() {
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            if *this.done {
-                return Poll::Ready(None);
-            }
-            match ready!(this.inner.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        if let Err(forbidden) = this.subst.push(data, this.scratch) {
-                            *this.done = true;
-                            return Poll::Ready(Some(Err(Box::new(forbidden))));
-                        }
-                        this.pending.extend(this.scratch.drain(..));
-                    }
-                    Err(frame) => {
-                        this.subst.finish(this.scratch);
-                        this.pending.extend(this.scratch.drain(..));
-                        // Trailers are a header section: filled like headers, and a
-                        // placeholder the route may not use ends the body with an error.
-                        let frame = match frame.into_trailers() {
-                            Ok(mut trailers) => {
-                                let resolver = this.subst.resolver();
-                                match crate::substitute::substitute_header_map(&mut trailers, &**resolver, MAX_TRAILERS)
-                                {
-                                    Ok(()) => Frame::trailers(trailers),
-                                    Err(e) => {
-                                        *this.done = true;
-                                        this.pending.clear();
-                                        let error: BoxError = match e {
-                                            crate::substitute::Bounded::Refused(r) => Box::new(r),
-                                            crate::substitute::Bounded::TooLong => {
-                                                "trailers are over 64 KiB once placeholders are filled in".into()
-                                            }
-                                        };
-                                        return Poll::Ready(Some(Err(error)));
-                                    }
-                                }
-                            }
-                            Err(frame) => frame,
-                        };
-                        *this.held = Some(frame);
-                    }
-                },
-                Some(Err(err)) => {
-                    *this.done = true;
-                    return Poll::Ready(Some(Err(err.into())));
-                }
-                None => {
-                    this.subst.finish(this.scratch);
-                    this.pending.extend(this.scratch.drain(..));
-                    *this.done = true;
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.pending.is_empty()
-            && self.held.is_none()
-            && (self.done || (self.subst.carry_len() == 0 && self.inner.is_end_stream()))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+            Substitution { subst: BodySubstituter::with_syntax(resolver, syntax), scratch: Vec::new() },
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+
+    use http_body::{Body, Frame};
+
     use super::*;
     use crate::substitute::substitute;
     use crate::substitute::tests::MapResolver;

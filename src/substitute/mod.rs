@@ -29,6 +29,7 @@ mod escape;
 mod grammar;
 mod headers;
 mod redact;
+mod rewrite;
 mod scan;
 #[cfg(test)]
 mod stream_tests;

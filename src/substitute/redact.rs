@@ -7,16 +7,14 @@
 //! that asked for it. The body is rewritten as a stream: at most one value's length minus
 //! one byte is held back between chunks, so memory stays bounded whatever the size.
 
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
-use http_body::{Body, Frame, SizeHint};
 use memchr::memmem::Finder;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::substitute::rewrite::{BoxError, Rewrite, RewritingBody};
 
 /// The values one request carried, each with the text that replaces it.
 pub struct Redactions {
@@ -138,114 +136,67 @@ impl Redactions {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body with the request's token values replaced by their placeholders.
-    pub struct RedactingBody<B> {
-        #[pin]
-        inner: B,
-        redactions: Arc<Redactions>,
-        // Bytes that may begin a value continued in the next chunk.
-        carry: BytesMut,
-        pending: std::collections::VecDeque<Bytes>,
-        held: Option<Frame<Bytes>>,
-        done: bool,
+/// The rewrite a [`RedactingBody`] applies: values replaced in the data, holding back at
+/// most the longest value's length minus one byte, and in the trailers.
+pub struct Redaction {
+    redactions: Arc<Redactions>,
+    // Bytes that may begin a value continued in the next chunk.
+    carry: BytesMut,
+}
+
+impl Rewrite for Redaction {
+    fn data(&mut self, data: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), BoxError> {
+        let hay = if self.carry.is_empty() {
+            data
+        } else {
+            self.carry.extend_from_slice(&data);
+            self.carry.split().freeze()
+        };
+        let mut pieces = Vec::new();
+        let end = self.redactions.replace_until(&hay, self.redactions.longest - 1, &mut pieces);
+        self.carry.extend_from_slice(&hay[end..]);
+        out.extend(pieces);
+        Ok(())
+    }
+
+    fn end(&mut self, out: &mut VecDeque<Bytes>) {
+        if self.carry.is_empty() {
+            return;
+        }
+        let hay = self.carry.split().freeze();
+        let mut pieces = Vec::new();
+        self.redactions.replace_until(&hay, 0, &mut pieces);
+        out.extend(pieces);
+    }
+
+    fn trailers(&mut self, mut trailers: HeaderMap) -> Result<HeaderMap, BoxError> {
+        self.redactions.headers(&mut trailers);
+        Ok(trailers)
+    }
+
+    fn holds_nothing(&self) -> bool {
+        self.carry.is_empty()
     }
 }
+
+/// A response body with the request's token values replaced by their placeholders.
+pub type RedactingBody<B> = RewritingBody<B, Redaction>;
 
 impl<B> RedactingBody<B> {
     pub fn new(inner: B, redactions: Arc<Redactions>) -> Self {
-        RedactingBody {
-            inner,
-            redactions,
-            carry: BytesMut::new(),
-            pending: std::collections::VecDeque::new(),
-            held: None,
-            done: false,
-        }
+        RewritingBody::wrapping(inner, Redaction { redactions, carry: BytesMut::new() })
     }
-}
-
-impl<B> Body for RedactingBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        loop {
-            if let Some(data) = this.pending.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
-            if let Some(frame) = this.held.take() {
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            if *this.done {
-                return Poll::Ready(None);
-            }
-            let keep = this.redactions.longest - 1;
-            match ready!(this.inner.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let hay = if this.carry.is_empty() {
-                            data
-                        } else {
-                            this.carry.extend_from_slice(&data);
-                            this.carry.split().freeze()
-                        };
-                        let mut out = Vec::new();
-                        let end = this.redactions.replace_until(&hay, keep, &mut out);
-                        this.carry.extend_from_slice(&hay[end..]);
-                        this.pending.extend(out);
-                    }
-                    Err(frame) => {
-                        flush(this.redactions, this.carry, this.pending);
-                        *this.held = Some(match frame.into_trailers() {
-                            Ok(mut trailers) => {
-                                this.redactions.headers(&mut trailers);
-                                Frame::trailers(trailers)
-                            }
-                            Err(frame) => frame,
-                        });
-                    }
-                },
-                Some(Err(e)) => {
-                    *this.done = true;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
-                None => {
-                    flush(this.redactions, this.carry, this.pending);
-                    *this.done = true;
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done && self.pending.is_empty() && self.held.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
-
-fn flush(redactions: &Redactions, carry: &mut BytesMut, pending: &mut std::collections::VecDeque<Bytes>) {
-    if carry.is_empty() {
-        return;
-    }
-    let hay = carry.split().freeze();
-    let mut out = Vec::new();
-    redactions.replace_until(&hay, 0, &mut out);
-    pending.extend(out);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http_body::{Body, Frame};
     use http_body_util::BodyExt;
+
+    use super::*;
 
     fn redactions() -> Arc<Redactions> {
         let counter = metrics::Counter::noop();
