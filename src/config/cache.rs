@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::diagnostic::Collector;
 use super::raw::{RawCache, RawRouteCache};
 use super::validate::positive_size;
-use super::values::parse_duration;
+use super::values::{checked, parse_duration};
 
 /// Where stored responses live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -207,21 +207,16 @@ const MAX_BODY: u64 = 1 << 30;
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn duration(s: &Spanned<String>, key: &str, default: Duration, positive: bool, c: &mut Collector<'_>) -> Duration {
-    match parse_duration(s.get_ref()) {
-        Ok(d) if positive && d.is_zero() => {
-            c.error(s.span(), key, "must be longer than zero");
-            default
+    let refuse = |d: &Duration| {
+        if positive && d.is_zero() {
+            Some("must be longer than zero")
+        } else if *d > MAX_DURATION {
+            Some("must be at most a year (\"365d\")")
+        } else {
+            None
         }
-        Ok(d) if d > MAX_DURATION => {
-            c.error(s.span(), key, "must be at most a year (\"365d\")");
-            default
-        }
-        Ok(d) => d,
-        Err(e) => {
-            c.error(s.span(), key, e);
-            default
-        }
-    }
+    };
+    checked(s, key, parse_duration, refuse, c).unwrap_or(default)
 }
 
 #[cfg(test)]

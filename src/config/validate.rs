@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::diagnostic::{Collector, ConfigErrors};
 use super::raw::{RawConfig, RawRoute};
-use super::values::{parse_duration, parse_size};
+use super::values::{checked, parse_duration, parse_size};
 use super::*;
 use crate::substitute::is_valid_name;
 use crate::tokens;
@@ -145,34 +145,14 @@ pub(super) fn positive_duration(
     default: Duration,
     c: &mut Collector<'_>,
 ) -> Duration {
-    let Some(s) = v else { return default };
-    match parse_duration(s.get_ref()) {
-        Ok(d) if !d.is_zero() => d,
-        Ok(_) => {
-            c.error(s.span(), key, "must be longer than zero");
-            default
-        }
-        Err(e) => {
-            c.error(s.span(), key, e);
-            default
-        }
-    }
+    let refuse = |d: &Duration| d.is_zero().then_some("must be longer than zero");
+    v.as_ref().and_then(|s| checked(s, key, parse_duration, refuse, c)).unwrap_or(default)
 }
 
 /// A size setting that must be larger than zero, collected like [`positive_duration`].
 pub(super) fn positive_size(v: &Option<Spanned<String>>, key: &str, default: u64, c: &mut Collector<'_>) -> u64 {
-    let Some(s) = v else { return default };
-    match parse_size(s.get_ref()) {
-        Ok(n) if n > 0 => n,
-        Ok(_) => {
-            c.error(s.span(), key, "must be larger than zero");
-            default
-        }
-        Err(e) => {
-            c.error(s.span(), key, e);
-            default
-        }
-    }
+    let refuse = |&n: &u64| (n == 0).then_some("must be larger than zero");
+    v.as_ref().and_then(|s| checked(s, key, parse_size, refuse, c)).unwrap_or(default)
 }
 
 fn proxy_settings(raw: &RawConfig, base_dir: &Path, c: &mut Collector<'_>) -> ProxySettings {

@@ -2,6 +2,35 @@
 
 use std::time::Duration;
 
+use toml::Spanned;
+
+use super::Collector;
+
+/// A setting read by `parse` and kept unless `refuse` names what is wrong with it; `None`
+/// when it cannot be read or is refused. The problem goes to `c`, so a check reports every
+/// bad value at once.
+pub(crate) fn checked<T>(
+    s: &Spanned<String>,
+    key: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+    refuse: impl FnOnce(&T) -> Option<&'static str>,
+    c: &mut Collector<'_>,
+) -> Option<T> {
+    match parse(s.get_ref()) {
+        Ok(value) => match refuse(&value) {
+            None => Some(value),
+            Some(why) => {
+                c.error(s.span(), key, why);
+                None
+            }
+        },
+        Err(e) => {
+            c.error(s.span(), key, e);
+            None
+        }
+    }
+}
+
 /// Parses `"90s"`, `"15m"`, `"1h 30m"`, `"250ms"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())

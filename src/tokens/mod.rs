@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use crate::config::raw::RawToken;
-use crate::config::values::parse_duration;
+use crate::config::values::{checked, parse_duration};
 use crate::config::Collector;
 use algorithm::{algorithm_names, compatible_key_types, key_type_names, parse_algorithm, KeyType};
 use jwt::{expand_env, expand_env_str, toml_to_json, AutoClaims, JwtDefinition};
@@ -625,18 +625,8 @@ fn shorter_than_ttl(
     key: &str,
     c: &mut Collector<'_>,
 ) -> Option<Duration> {
-    let t = value.as_ref()?;
-    match parse_duration(t.get_ref()) {
-        Ok(d) if d < ttl => Some(d),
-        Ok(_) => {
-            c.error(t.span(), key, "must be shorter than ttl");
-            None
-        }
-        Err(e) => {
-            c.error(t.span(), key, e);
-            None
-        }
-    }
+    let refuse = |d: &Duration| (*d >= ttl).then_some("must be shorter than ttl");
+    checked(value.as_ref()?, key, parse_duration, refuse, c)
 }
 
 /// Which of `key`, `key_file`, `key_env` holds the key material, and where, for errors.
