@@ -35,6 +35,13 @@ pub struct BodyLimits<'a> {
     pub budget_limit: u64,
 }
 
+impl<'a> BodyLimits<'a> {
+    /// The limits `[proxy]` sets, drawing on `budget`.
+    pub fn of(settings: &crate::config::ProxySettings, budget: &'a Arc<BufferBudget>) -> Self {
+        BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total }
+    }
+}
+
 /// Passes a body through untouched (with its idle timeout). GET, HEAD and OPTIONS bodies
 /// get an explicit length or chunked framing, which hyper's client would otherwise drop.
 pub fn untouched(body: ClientBody, method: &Method, headers: &mut HeaderMap) -> ProxyBody {

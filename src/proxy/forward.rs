@@ -218,9 +218,7 @@ async fn cached(
     seen: &mut Seen,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Routed { outbound, mut parts, body } = routed;
-    let settings = &snapshot.config.proxy;
-    let limits =
-        BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
+    let limits = BodyLimits::of(&snapshot.config.proxy, budget);
     let Outbound { route, target, path_and_query, .. } = &outbound;
     match cache::lookup(snapshot, *route, target, path_and_query, &mut parts, body, &limits).await? {
         Lookup::Answer(response, refresh) => {
@@ -291,8 +289,7 @@ async fn fetch(
     if let Some(seen) = seen.as_deref_mut() {
         seen.explainer = resolvers.explainer();
     }
-    let limits =
-        BodyLimits { max_buffered: settings.max_buffered_body, budget, budget_limit: settings.max_buffered_total };
+    let limits = BodyLimits::of(settings, budget);
     let body_resolver = resolvers.body();
     // A token signed over the body's hash (body_sha256) needs the body before the headers.
     // Rare, so boxed: every other request's future does not carry the space of reading it.
