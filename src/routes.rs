@@ -602,6 +602,10 @@ impl<T> RouteTable<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::cmp::Reverse;
+
     #[test]
     fn the_canonical_name_shortcut_agrees_with_full_validation() {
         let long_label = "a".repeat(64);
@@ -634,10 +638,6 @@ mod tests {
         assert!(is_canonical_name("api.example") && is_canonical_name("10.0.0.1"));
         assert!(!is_canonical_name("Api.example") && !is_canonical_name("api.example."));
     }
-
-    use super::*;
-    use proptest::prelude::*;
-    use std::cmp::Reverse;
 
     fn spec(scheme: Scheme, host: &str, prefix: &str, methods: &[Method], value: u32) -> RouteSpec<u32> {
         RouteSpec {

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
+/// The error a rewritten body ends with: boxed so hyper accepts it, and so a
+/// [`Refused`](super::Refused) can be told apart from a transport error by downcasting.
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a streaming rewrite does with each part of a body.
