@@ -611,9 +611,9 @@ record_shared_hits() { # $1 mode, $2 conns
     "$1" "$2" "$hits" "$shared" >>"$RUNS"
 }
 
-# Builds benches/floor_proxy with the release profile (fat LTO, like the sidecar) once.
+# Builds benches/floor_proxy with the release profile (fat LTO, like the sidecar) once, and
+# sets FLOOR to its path.
 FLOOR=""
-# Builds benches/floor_proxy once and sets FLOOR to its path.
 build_floor() {
   [ -n "$FLOOR" ] && return 0
   log "building benches/floor_proxy (release profile)"
@@ -630,19 +630,22 @@ for line in sys.stdin:
   }
 }
 
+# Starts the floor peer in front of upstream $1 (host:port); the rest are floor_proxy options
+# (TLS on either side).
 start_floor() {
-  local name=floor
+  local name=floor upstream=$1
+  shift
   build_floor
   pick_port
   PORT_OF[$name]=$PORT
-  start "$name" "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP" --authorization "Bearer $FIXED_TOKEN"
+  start "$name" "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "$upstream" --authorization "Bearer $FIXED_TOKEN" "$@"
   PID_OF[$name]=$STARTED_PID
   wait_port "$PORT" "$STARTED_PID" "$name"
 }
 
 start_peer() {
   case $1 in
-  floor) start_floor ;;
+  floor) start_floor "127.0.0.1:$UP" ;;
   direct) ;;
   sidecar) start_sidecar sidecar 1 "$KEYS/demo-rsa.key.pem" 15m 3m ;;
   sidecar-2w) start_sidecar sidecar-2w 2 "$KEYS/demo-rsa.key.pem" 15m 3m ;;

@@ -228,15 +228,9 @@ EOF
 # The floor of the HTTPS keep-alive case: benches/floor_proxy terminating TLS (rustls, the
 # same certificate as nginx) and speaking TLS to the HTTP/1.1 upstream.
 start_floor_tls() {
-  local name=floor
-  build_floor
-  pick_port
-  PORT_OF[$name]=$PORT
-  start "$name" "$FLOOR" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP_TLS1" --authorization "Bearer $FIXED_TOKEN" \
-    --tls-cert "$CERTS/nginx.pem" --tls-key "$CERTS/nginx.key" --upstream-ca "$CERTS/ca.pem" --upstream-name localhost
-  PID_OF[$name]=$STARTED_PID
-  wait_port "$PORT" "$STARTED_PID" "$name"
-  CA_OF[$name]=$CERTS/ca.pem
+  start_floor "127.0.0.1:$UP_TLS1" --tls-cert "$CERTS/nginx.pem" --tls-key "$CERTS/nginx.key" \
+    --upstream-ca "$CERTS/ca.pem" --upstream-name localhost
+  CA_OF[floor]=$CERTS/ca.pem
 }
 
 start_mitm_https() {
