@@ -251,6 +251,32 @@ mod tests {
         assert!(r.found_in_headers(&h));
     }
 
+    /// A hostile upstream echoing the token in a trailer (gRPC's `grpc-message`, say), with
+    /// the body's last bytes held back as the start of a value: the held bytes come first,
+    /// and the trailer leaves redacted.
+    #[tokio::test]
+    async fn trailers_are_redacted_after_the_held_back_tail() {
+        struct WithTrailers(std::collections::VecDeque<Frame<Bytes>>);
+        impl Body for WithTrailers {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+                Poll::Ready(self.0.pop_front().map(Ok))
+            }
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-message", HeaderValue::from_static("bad token eyJTOKEN.value.sig"));
+        let frames = [Frame::data(Bytes::from_static(b"data eyJTOK")), Frame::trailers(trailers)];
+        let collected =
+            RedactingBody::new(WithTrailers(frames.into_iter().collect()), redactions()).collect().await.unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers kept");
+        assert_eq!(trailers["grpc-message"], "bad token {/tok}");
+        assert_eq!(&collected.to_bytes()[..], b"data eyJTOK", "the held-back tail is sent as it was");
+    }
+
     #[test]
     fn header_values_are_redacted() {
         let mut h = HeaderMap::new();
